@@ -1,0 +1,397 @@
+//! The `portcullis` command line (DESIGN.md "Command line").
+//!
+//! A bad argument or a failed command prints exactly one line, `error: ...`, on stderr and exits
+//! 2 (usage) or 1 (failure); nothing is changed by a command that fails.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::crypto::keys::{self, KeySet, SigningAlg};
+use crate::crypto::opaque;
+use crate::oauth::client::{AuthMethod, Client, ClientSpec, GrantType};
+use crate::store::db::DbStore;
+use crate::store::{ClientStore, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about = "An OAuth 2.0 / OpenID Connect authorization server")]
+struct Cli {
+    /// Configuration file (TOML); also PORTCULLIS_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server; applies pending migrations first.
+    Serve,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage registered clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Register a client; its secret is printed once.
+    Create(CreateClient),
+    /// List clients.
+    List(JsonFlag),
+    /// Show one client.
+    Show(ClientId),
+    /// Delete a client.
+    Delete(ClientId),
+    /// Replace a confidential client's secret; the new one is printed once.
+    RotateSecret(ClientId),
+}
+
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ClientId {
+    /// The client id.
+    id: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CreateClient {
+    /// Display name, shown on the consent page.
+    #[arg(long)]
+    name: String,
+    /// Choose the client id (default: generated).
+    #[arg(long = "client-id")]
+    client_id: Option<String>,
+    /// A public client (no secret; PKCE required).
+    #[arg(long)]
+    public: bool,
+    /// An exact redirect URI (repeatable).
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// An exact post-logout redirect URI (repeatable).
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// A grant type (repeatable; default authorization_code with a redirect URI, else
+    /// client_credentials).
+    #[arg(long = "grant-type", value_enum)]
+    grant_types: Vec<GrantType>,
+    /// A scope the client may be granted (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// An RFC 8707 resource indicator the client may ask for (repeatable).
+    #[arg(long = "resource")]
+    resources: Vec<String>,
+    /// Token endpoint authentication (default client_secret_basic; none for --public).
+    #[arg(long = "auth-method", value_enum)]
+    auth_method: Option<AuthMethod>,
+    /// First-party client: never show the consent page.
+    #[arg(long = "skip-consent")]
+    skip_consent: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List keys with their state (active, published, retired).
+    List(JsonFlag),
+    /// Generate a key; it signs from the next key refresh on.
+    Generate {
+        /// RS256 or ES256.
+        #[arg(long, value_parser = parse_alg)]
+        alg: SigningAlg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire a key: it stops signing and leaves the JWKS when its tokens have expired.
+    Retire {
+        /// The key id.
+        kid: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_alg(s: &str) -> Result<SigningAlg, String> {
+    SigningAlg::parse(s).ok_or_else(|| format!("{s:?} is not RS256 or ES256"))
+}
+
+/// A command failure: the line to print.
+#[derive(Debug)]
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure(msg.into())
+}
+
+/// Parse the command line, run it, and return the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("error: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            let line = msg.replace('\n', " ");
+            eprintln!("error: {}", line.trim_start_matches("error: "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config),
+        Command::Migrate => {
+            let applied = open_store(&config)?;
+            println!("applied {} migration(s)", applied.1.len());
+            Ok(())
+        }
+        Command::Client(cmd) => client(&config, cmd),
+        Command::Keys(cmd) => keys_cmd(&config, cmd),
+    }
+}
+
+fn serve(config: Config) -> Result<(), Failure> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    actix_web::rt::System::new()
+        .block_on(crate::http::serve(config))
+        .map_err(|e| fail(format!("{e:#}")))
+}
+
+/// Open the database and apply pending migrations (every command may be the first one run).
+fn open_store(config: &Config) -> Result<(DbStore, Vec<String>), Failure> {
+    let store = DbStore::open(config.database()?);
+    let applied = store.migrate()?;
+    Ok((store, applied))
+}
+
+fn print_json(v: &Value) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The `client show` object.
+fn client_json(c: &Client) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("public".into(), c.is_public().into());
+    }
+    v
+}
+
+fn print_client(c: &Client) {
+    println!("client_id:    {}", c.client_id);
+    println!("name:         {}", c.name);
+    println!("auth_method:  {}", c.auth_method.as_str());
+    let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(" ") };
+    let grants: Vec<String> = c.grant_types.iter().map(|g| g.as_str().to_owned()).collect();
+    println!("grant_types:  {}", list(&grants));
+    println!("scopes:       {}", list(&c.scopes));
+    println!("redirect_uris: {}", list(&c.redirect_uris));
+    println!("post_logout_redirect_uris: {}", list(&c.post_logout_redirect_uris));
+    println!("resources:    {}", list(&c.resources));
+    println!("skip_consent: {}", c.skip_consent);
+}
+
+fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
+    let now = SystemClock.now();
+    match cmd {
+        ClientCommand::Create(a) => {
+            let spec = ClientSpec {
+                name: a.name,
+                client_id: a.client_id,
+                public: a.public,
+                redirect_uris: a.redirect_uris,
+                post_logout_redirect_uris: a.post_logout_redirect_uris,
+                grant_types: a.grant_types,
+                scopes: a.scopes,
+                resources: a.resources,
+                auth_method: a.auth_method,
+                skip_consent: a.skip_consent,
+            };
+            // Validate before touching the database.
+            let mut client = spec.into_client(opaque::random_id(), now).map_err(fail)?;
+            let secret = (!client.is_public()).then(opaque::random_token);
+            client.secret_hash = secret.as_deref().map(opaque::hash_secret);
+            let (store, _) = open_store(config)?;
+            match store.create_client(&client) {
+                Err(StoreError::Conflict) => {
+                    return Err(fail(format!("client {} already exists", client.client_id)))
+                }
+                other => other?,
+            }
+            if a.json {
+                let mut v = client_json(&client);
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("client_secret".into(), secret.into());
+                }
+                print_json(&v)
+            } else {
+                print_client(&client);
+                if let Some(s) = secret {
+                    println!("client_secret: {s}");
+                    println!("(the secret is shown only now; it is stored as a hash)");
+                }
+                Ok(())
+            }
+        }
+        ClientCommand::List(f) => {
+            let (store, _) = open_store(config)?;
+            let clients = store.list_clients()?;
+            if f.json {
+                print_json(&Value::Array(clients.iter().map(client_json).collect()))
+            } else {
+                for c in &clients {
+                    println!("{}\t{}\t{}", c.client_id, c.auth_method.as_str(), c.name);
+                }
+                Ok(())
+            }
+        }
+        ClientCommand::Show(c) => {
+            let (store, _) = open_store(config)?;
+            let client = store
+                .find_client(&c.id)?
+                .ok_or_else(|| fail(format!("no client {}", c.id)))?;
+            if c.json {
+                print_json(&client_json(&client))
+            } else {
+                print_client(&client);
+                Ok(())
+            }
+        }
+        ClientCommand::Delete(c) => {
+            let (store, _) = open_store(config)?;
+            if !store.delete_client(&c.id)? {
+                return Err(fail(format!("no client {}", c.id)));
+            }
+            if c.json {
+                print_json(&json!({"client_id": c.id, "deleted": true}))
+            } else {
+                println!("deleted client {}", c.id);
+                Ok(())
+            }
+        }
+        ClientCommand::RotateSecret(c) => {
+            let (store, _) = open_store(config)?;
+            let client = store
+                .find_client(&c.id)?
+                .ok_or_else(|| fail(format!("no client {}", c.id)))?;
+            if client.is_public() {
+                return Err(fail(format!("client {} is public and has no secret", c.id)));
+            }
+            let secret = opaque::random_token();
+            if !store.set_client_secret(&c.id, &opaque::hash_secret(&secret))? {
+                return Err(fail(format!("no client {}", c.id)));
+            }
+            if c.json {
+                print_json(&json!({"client_id": c.id, "client_secret": secret}))
+            } else {
+                println!("client_id:     {}", c.id);
+                println!("client_secret: {secret}");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
+    let now = SystemClock.now();
+    let dir = &config.keys_dir;
+    let ttl = config.tokens.max_jwt_ttl_secs();
+    match cmd {
+        KeysCommand::List(f) => {
+            let set = if dir.exists() {
+                KeySet::load(dir, ttl)?
+            } else {
+                return Err(fail(format!("keys_dir {} does not exist", dir.display())));
+            };
+            let list = set.list(now);
+            if f.json {
+                print_json(&serde_json::to_value(&list)?)
+            } else {
+                for k in list {
+                    println!("{}\t{}\t{}", k.kid, k.alg, json!(k.state).as_str().unwrap_or(""));
+                }
+                Ok(())
+            }
+        }
+        KeysCommand::Generate { alg, json } => {
+            let kid = keys::generate(dir, alg, now)?;
+            if json {
+                print_json(&json!({"kid": kid, "alg": alg}))
+            } else {
+                println!("generated {alg} key {kid}");
+                Ok(())
+            }
+        }
+        KeysCommand::Retire { kid, json } => {
+            keys::retire(dir, &kid, now)?;
+            let set = KeySet::load(dir, ttl)?;
+            let info = set
+                .list(now)
+                .into_iter()
+                .find(|k| k.kid == kid)
+                .ok_or_else(|| fail(format!("no key with kid {kid}")))?;
+            if json {
+                print_json(&serde_json::to_value(&info)?)
+            } else {
+                println!("retired {} key {kid}; it stays published until its tokens expire", info.alg);
+                Ok(())
+            }
+        }
+    }
+}

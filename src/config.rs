@@ -1,0 +1,324 @@
+//! Typed configuration: defaults, then a TOML file, then `PORTCULLIS_*` environment variables.
+//!
+//! Every key of DESIGN.md "Configuration" is here with its default. Unknown keys and wrong types
+//! are errors that name the key; the issuer is checked to be an absolute http(s) URL without query
+//! or fragment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::keys::SigningAlg;
+
+/// The environment variable naming the config file (same as `--config`).
+pub const CONFIG_ENV: &str = "PORTCULLIS_CONFIG";
+const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Exact string placed in `iss`; every endpoint URL is built from it.
+    pub issuer: String,
+    /// Socket address the HTTP server listens on.
+    pub bind: String,
+    /// `sqlite://PATH` or `postgres://user:pass@host/db`.
+    pub database_url: String,
+    /// Folder of signing keys (PEM), shared by replicas.
+    pub keys_dir: PathBuf,
+    /// Token lifetimes and algorithms.
+    pub tokens: TokenConfig,
+    /// Sign-in policy.
+    pub login: LoginConfig,
+    /// Upstream identity providers; a present section enables the provider.
+    pub upstream: UpstreamConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://portcullis.db".into(),
+            keys_dir: PathBuf::from("keys"),
+            tokens: TokenConfig::default(),
+            login: LoginConfig::default(),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+/// `[tokens]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// Access token lifetime (10 minutes).
+    pub access_token_ttl_secs: u32,
+    /// ID token lifetime (10 minutes).
+    pub id_token_ttl_secs: u32,
+    /// Refresh token lifetime (30 days).
+    pub refresh_token_ttl_secs: u32,
+    /// Authorization code lifetime (60 s).
+    pub authorization_code_ttl_secs: u32,
+    /// Algorithm of access tokens; ID tokens are RS256 unless the client asks otherwise.
+    pub access_token_alg: SigningAlg,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 600,
+            id_token_ttl_secs: 600,
+            refresh_token_ttl_secs: 2_592_000,
+            authorization_code_ttl_secs: 60,
+            access_token_alg: SigningAlg::ES256,
+        }
+    }
+}
+
+impl TokenConfig {
+    /// The longest time a JWT we signed can stay valid: how long a retired key stays published.
+    pub fn max_jwt_ttl_secs(&self) -> i64 {
+        i64::from(self.access_token_ttl_secs.max(self.id_token_ttl_secs))
+    }
+}
+
+/// `[login]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Wrong passwords in a row before the account is locked (5).
+    pub max_failed_attempts: u32,
+    /// How long a lockout lasts (15 minutes).
+    pub lockout_secs: u32,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            max_failed_attempts: 5,
+            lockout_secs: 900,
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// "Sign in with Google" (OpenID Connect).
+    pub google: Option<GoogleConfig>,
+    /// "Sign in with GitHub" (OAuth 2.0).
+    pub github: Option<GithubConfig>,
+}
+
+/// `[upstream.google]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleConfig {
+    /// Client id registered at Google.
+    pub client_id: String,
+    /// Client secret registered at Google.
+    pub client_secret: String,
+    /// Issuer whose discovery document is used.
+    #[serde(default = "default_google_issuer")]
+    pub issuer: String,
+}
+
+fn default_google_issuer() -> String {
+    "https://accounts.google.com".into()
+}
+
+/// `[upstream.github]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// Client id registered at GitHub.
+    pub client_id: String,
+    /// Client secret registered at GitHub.
+    pub client_secret: String,
+    /// Authorization endpoint.
+    #[serde(default = "default_github_authorize")]
+    pub authorize_url: String,
+    /// Token endpoint.
+    #[serde(default = "default_github_token")]
+    pub token_url: String,
+    /// REST API base.
+    #[serde(default = "default_github_api")]
+    pub api_url: String,
+}
+
+fn default_github_authorize() -> String {
+    "https://github.com/login/oauth/authorize".into()
+}
+fn default_github_token() -> String {
+    "https://github.com/login/oauth/access_token".into()
+}
+fn default_github_api() -> String {
+    "https://api.github.com".into()
+}
+
+/// Which database a `database_url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file (path as given, relative to the working directory).
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string, passed to libpq as is.
+    Postgres(String),
+}
+
+/// A configuration problem, one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Load: defaults, then `file` (or `PORTCULLIS_CONFIG`) when given, then the environment.
+    /// A named file that does not exist is an error; no file at all means defaults.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(from_env);
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .filter(|k| k.as_str() != "config"),
+        );
+        let config: Config = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_issuer(&self.issuer)?;
+        self.bind.parse::<SocketAddr>().map_err(|_| {
+            ConfigError(format!(
+                "bind: {:?} is not an IP address and port",
+                self.bind
+            ))
+        })?;
+        self.database()?;
+        let t = &self.tokens;
+        for (key, v) in [
+            ("tokens.access_token_ttl_secs", t.access_token_ttl_secs),
+            ("tokens.id_token_ttl_secs", t.id_token_ttl_secs),
+            ("tokens.refresh_token_ttl_secs", t.refresh_token_ttl_secs),
+            (
+                "tokens.authorization_code_ttl_secs",
+                t.authorization_code_ttl_secs,
+            ),
+            ("login.max_failed_attempts", self.login.max_failed_attempts),
+        ] {
+            if v == 0 {
+                return Err(ConfigError(format!("{key}: must be greater than 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed `database_url`.
+    pub fn database(&self) -> Result<DatabaseUrl, ConfigError> {
+        let url = self.database_url.as_str();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(ConfigError("database_url: sqlite:// needs a file path".into()));
+            }
+            Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_owned()))
+        } else {
+            Err(ConfigError(
+                "database_url: must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    /// `issuer` without a trailing slash, to append endpoint paths to.
+    pub fn base_url(&self) -> &str {
+        self.issuer.trim_end_matches('/')
+    }
+
+    /// Whether cookies must be `Secure`.
+    pub fn is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+}
+
+/// OIDC Discovery 1.0 section 3 / RFC 8414 section 2: the issuer is an https URL (http allowed
+/// here for local use) with no query or fragment.
+fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError(format!("issuer: {issuer:?} {why}"));
+    let url = url::Url::parse(issuer).map_err(|_| bad("is not an absolute URL"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(bad("must be an http or https URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("has no host"));
+    }
+    if url.query().is_some() || issuer.contains('?') {
+        return Err(bad("must not have a query"));
+    }
+    if url.fragment().is_some() || issuer.contains('#') {
+        return Err(bad("must not have a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not contain credentials"));
+    }
+    Ok(())
+}
+
+/// Figment errors can chain; join them on one line.
+fn one_line(e: &figment::Error) -> String {
+    e.clone()
+        .into_iter()
+        .map(|e| e.to_string().replace('\n', " "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_rules() {
+        for ok in ["http://127.0.0.1:8080", "https://id.example.com/tenant/"] {
+            assert!(validate_issuer(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "id.example.com",
+            "https://id.example.com/?a=b",
+            "https://id.example.com/#x",
+            "ftp://id.example.com",
+            "https://u:p@id.example.com",
+        ] {
+            assert!(validate_issuer(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn database_urls() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.database().unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("portcullis.db"))
+        );
+        c.database_url = "mysql://x".into();
+        assert!(c.database().is_err());
+        c.database_url = "postgres://postgres@127.0.0.1/test".into();
+        assert!(matches!(c.database().unwrap(), DatabaseUrl::Postgres(_)));
+    }
+}

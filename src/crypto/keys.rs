@@ -1,0 +1,564 @@
+//! Signing keys: PEM files in `keys_dir`, generation with `rsa` / `p256`, RFC 7638 `kid`s, JWKS.
+//!
+//! Each key is `{kid}.pem` (PKCS#8, mode 0600) with a sidecar `{kid}.json` holding its algorithm,
+//! creation and retirement times. Replicas share the folder, so its files are the source of truth;
+//! a PEM dropped in without a sidecar is loaded with its file time as creation time.
+//!
+//! States (`keys list`): `active` signs (the newest non-retired key of its alg), `published` is in
+//! the JWKS without signing (an older key, or a retired one whose tokens may still be alive), and
+//! `retired` has left the JWKS because every token it signed has expired.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixTime;
+
+/// The JWS algorithms we sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SigningAlg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256, RSA-2048 keys.
+    RS256,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+}
+
+impl SigningAlg {
+    /// Both, in a fixed order.
+    pub const ALL: [SigningAlg; 2] = [SigningAlg::RS256, SigningAlg::ES256];
+
+    /// The name used in JOSE headers and JWKS.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::ES256 => "ES256",
+        }
+    }
+
+    /// The `jsonwebtoken` algorithm.
+    pub fn jwt_alg(self) -> Algorithm {
+        match self {
+            SigningAlg::RS256 => Algorithm::RS256,
+            SigningAlg::ES256 => Algorithm::ES256,
+        }
+    }
+
+    /// Parse "RS256" / "ES256".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RS256" => Some(SigningAlg::RS256),
+            "ES256" => Some(SigningAlg::ES256),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Signs new tokens.
+    Active,
+    /// Published in the JWKS, not signing.
+    Published,
+    /// Out of the JWKS.
+    Retired,
+}
+
+/// Errors of key handling.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A file that is not a usable key.
+    #[error("{path}: {why}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No key with that kid.
+    #[error("no key with kid {0}")]
+    UnknownKid(String),
+    /// Key generation failed.
+    #[error("key generation failed: {0}")]
+    Generate(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyMeta {
+    alg: SigningAlg,
+    created_at: UnixTime,
+    #[serde(default)]
+    retired_at: Option<UnixTime>,
+}
+
+/// One loaded key pair.
+pub struct SigningKey {
+    /// RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    /// The algorithm this key is pinned to.
+    pub alg: SigningAlg,
+    /// When it was generated.
+    pub created_at: UnixTime,
+    /// When it stopped signing, if it did.
+    pub retired_at: Option<UnixTime>,
+    /// Private key for `jsonwebtoken`.
+    pub encoding: EncodingKey,
+    /// Public key for `jsonwebtoken`.
+    pub decoding: DecodingKey,
+    /// Public JWK with `kid`, `use`, `alg`.
+    pub jwk: serde_json::Value,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// The state of this key at `now`, given whether it is its alg's signing key.
+    pub fn state(&self, now: UnixTime, max_jwt_ttl: i64, is_signing: bool) -> KeyState {
+        match self.retired_at {
+            None if is_signing => KeyState::Active,
+            None => KeyState::Published,
+            Some(t) if now < t.saturating_add(max_jwt_ttl) => KeyState::Published,
+            Some(_) => KeyState::Retired,
+        }
+    }
+}
+
+enum Private {
+    Rsa(Box<rsa::RsaPrivateKey>),
+    Ec(p256::SecretKey),
+}
+
+impl Private {
+    fn alg(&self) -> SigningAlg {
+        match self {
+            Private::Rsa(_) => SigningAlg::RS256,
+            Private::Ec(_) => SigningAlg::ES256,
+        }
+    }
+
+    fn generate(alg: SigningAlg) -> Result<Self, KeyError> {
+        let mut rng = rand::rngs::OsRng;
+        Ok(match alg {
+            SigningAlg::RS256 => Private::Rsa(Box::new(
+                rsa::RsaPrivateKey::new(&mut rng, 2048)
+                    .map_err(|e| KeyError::Generate(e.to_string()))?,
+            )),
+            SigningAlg::ES256 => Private::Ec(p256::SecretKey::random(&mut rng)),
+        })
+    }
+
+    /// PKCS#8 PEM, and PKCS#1 (RSA) for the benefit of some tools, are both accepted.
+    fn from_pem(pem: &str) -> Option<Self> {
+        if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(pem) {
+            return Some(Private::Rsa(Box::new(k)));
+        }
+        if let Ok(k) = p256::SecretKey::from_pkcs8_pem(pem) {
+            return Some(Private::Ec(k));
+        }
+        if let Ok(k) = <rsa::RsaPrivateKey as rsa::pkcs1::DecodeRsaPrivateKey>::from_pkcs1_pem(pem)
+        {
+            return Some(Private::Rsa(Box::new(k)));
+        }
+        p256::SecretKey::from_sec1_pem(pem).ok().map(Private::Ec)
+    }
+
+    fn to_pem(&self) -> Result<String, KeyError> {
+        let pem = match self {
+            Private::Rsa(k) => k.to_pkcs8_pem(LineEnding::LF),
+            Private::Ec(k) => k.to_pkcs8_pem(LineEnding::LF),
+        };
+        pem.map(|p| p.to_string())
+            .map_err(|e| KeyError::Generate(e.to_string()))
+    }
+
+    /// The RFC 7638 required members, in lexicographic order.
+    fn thumbprint_members(&self) -> BTreeMap<&'static str, String> {
+        let mut m = BTreeMap::new();
+        match self {
+            Private::Rsa(k) => {
+                m.insert("e", B64.encode(k.e().to_bytes_be()));
+                m.insert("kty", "RSA".into());
+                m.insert("n", B64.encode(k.n().to_bytes_be()));
+            }
+            Private::Ec(k) => {
+                let point = p256::EncodedPoint::from(k.public_key());
+                m.insert("crv", "P-256".into());
+                m.insert("kty", "EC".into());
+                m.insert("x", B64.encode(point.x().map(|x| &x[..]).unwrap_or(&[])));
+                m.insert("y", B64.encode(point.y().map(|y| &y[..]).unwrap_or(&[])));
+            }
+        }
+        m
+    }
+
+    fn into_signing_key(self, meta: &KeyMeta, path: &Path) -> Result<SigningKey, KeyError> {
+        let bad = |why: String| KeyError::BadKey {
+            path: path.to_owned(),
+            why,
+        };
+        if self.alg() != meta.alg {
+            return Err(bad(format!(
+                "sidecar says {} but the key is for {}",
+                meta.alg,
+                self.alg()
+            )));
+        }
+        let members = self.thumbprint_members();
+        // RFC 7638 3: the JSON of the required members, sorted, without whitespace.
+        let canonical = serde_json::to_string(&members).map_err(|e| bad(e.to_string()))?;
+        let kid = B64.encode(Sha256::digest(canonical.as_bytes()));
+        let (encoding, decoding) = match &self {
+            Private::Rsa(k) => {
+                if k.size() < 256 {
+                    return Err(bad("RSA keys must have at least 2048 bits".into()));
+                }
+                let der = k.to_pkcs1_der().map_err(|e| bad(e.to_string()))?;
+                (
+                    EncodingKey::from_rsa_der(der.as_bytes()),
+                    DecodingKey::from_rsa_raw_components(
+                        &k.n().to_bytes_be(),
+                        &k.e().to_bytes_be(),
+                    ),
+                )
+            }
+            Private::Ec(k) => {
+                let der = k.to_pkcs8_der().map_err(|e| bad(e.to_string()))?;
+                let point = p256::EncodedPoint::from(k.public_key());
+                (
+                    EncodingKey::from_ec_der(der.as_bytes()),
+                    DecodingKey::from_ec_der(point.as_bytes()),
+                )
+            }
+        };
+        let mut jwk = serde_json::Map::new();
+        for (k, v) in members {
+            jwk.insert(k.into(), v.into());
+        }
+        jwk.insert("kid".into(), kid.clone().into());
+        jwk.insert("use".into(), "sig".into());
+        jwk.insert("alg".into(), meta.alg.as_str().into());
+        Ok(SigningKey {
+            kid,
+            alg: meta.alg,
+            created_at: meta.created_at,
+            retired_at: meta.retired_at,
+            encoding,
+            decoding,
+            jwk: jwk.into(),
+        })
+    }
+}
+
+/// The keys of one `keys_dir`.
+#[derive(Debug)]
+pub struct KeySet {
+    keys: Vec<SigningKey>,
+    max_jwt_ttl: i64,
+}
+
+/// A summary line of `keys list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Key id.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: SigningAlg,
+    /// Life state.
+    pub state: KeyState,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl KeySet {
+    /// Load every `*.pem` in `dir` (which must exist).
+    pub fn load(dir: &Path, max_jwt_ttl: i64) -> Result<Self, KeyError> {
+        let mut keys = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let path = entry.map_err(io_err(dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("pem") {
+                continue;
+            }
+            keys.push(load_key(&path)?);
+        }
+        // Newest first, so the first match per alg is its signing key.
+        keys.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.kid.cmp(&b.kid))
+        });
+        keys.dedup_by(|a, b| a.kid == b.kid);
+        Ok(Self { keys, max_jwt_ttl })
+    }
+
+    /// Create `dir` if needed, generate a key for every alg that has no active one, then load.
+    /// On a fresh folder that is one RS256 and one ES256 key.
+    pub fn load_or_init(dir: &Path, max_jwt_ttl: i64, now: UnixTime) -> Result<Self, KeyError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let set = Self::load(dir, max_jwt_ttl)?;
+        let missing: Vec<_> = SigningAlg::ALL
+            .into_iter()
+            .filter(|alg| set.signing_key(*alg).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(set);
+        }
+        for alg in missing {
+            generate(dir, alg, now)?;
+        }
+        Self::load(dir, max_jwt_ttl)
+    }
+
+    /// The key that signs new tokens of `alg`: the newest one not retired.
+    pub fn signing_key(&self, alg: SigningAlg) -> Option<&SigningKey> {
+        self.keys
+            .iter()
+            .find(|k| k.alg == alg && k.retired_at.is_none())
+    }
+
+    /// A key by `kid`, if it is still published at `now`; used to verify our own tokens.
+    pub fn verifying_key(&self, kid: &str, now: UnixTime) -> Option<&SigningKey> {
+        self.keys
+            .iter()
+            .find(|k| k.kid == kid && self.state(k, now) != KeyState::Retired)
+    }
+
+    fn state(&self, k: &SigningKey, now: UnixTime) -> KeyState {
+        let signing = self.signing_key(k.alg).is_some_and(|s| s.kid == k.kid);
+        k.state(now, self.max_jwt_ttl, signing)
+    }
+
+    /// Every key with its state, newest first.
+    pub fn list(&self, now: UnixTime) -> Vec<KeyInfo> {
+        self.keys
+            .iter()
+            .map(|k| KeyInfo {
+                kid: k.kid.clone(),
+                alg: k.alg,
+                state: self.state(k, now),
+            })
+            .collect()
+    }
+
+    /// The RFC 7517 JWK Set of every published key.
+    pub fn jwks(&self, now: UnixTime) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .filter(|k| self.state(k, now) != KeyState::Retired)
+            .map(|k| k.jwk.clone())
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// Algorithms that currently have a signing key.
+    pub fn algs(&self) -> Vec<SigningAlg> {
+        SigningAlg::ALL
+            .into_iter()
+            .filter(|a| self.signing_key(*a).is_some())
+            .collect()
+    }
+}
+
+fn meta_path(pem: &Path) -> PathBuf {
+    pem.with_extension("json")
+}
+
+fn load_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let pem = fs::read_to_string(path).map_err(io_err(path))?;
+    let private = Private::from_pem(&pem).ok_or_else(|| KeyError::BadKey {
+        path: path.to_owned(),
+        why: "not an RSA or P-256 private key in PEM".into(),
+    })?;
+    let meta_file = meta_path(path);
+    let meta = match fs::read(&meta_file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| KeyError::BadKey {
+            path: meta_file.clone(),
+            why: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let created_at = fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            KeyMeta {
+                alg: private.alg(),
+                created_at,
+                retired_at: None,
+            }
+        }
+        Err(e) => return Err(io_err(&meta_file)(e)),
+    };
+    private.into_signing_key(&meta, path)
+}
+
+/// Write `bytes` to `path` atomically (temporary file, then rename), readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    let tmp = path.with_extension("tmp");
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Generate a key of `alg` in `dir`; returns its kid.
+pub fn generate(dir: &Path, alg: SigningAlg, now: UnixTime) -> Result<String, KeyError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let private = Private::generate(alg)?;
+    let meta = KeyMeta {
+        alg,
+        created_at: now,
+        retired_at: None,
+    };
+    let pem = private.to_pem()?;
+    let placeholder = dir.join("new.pem");
+    let key = private.into_signing_key(&meta, &placeholder)?;
+    let path = dir.join(format!("{}.pem", key.kid));
+    // Sidecar first: a PEM never appears without its metadata.
+    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
+    write_private(&meta_path(&path), &meta_json)?;
+    write_private(&path, pem.as_bytes())?;
+    Ok(key.kid)
+}
+
+/// Mark the key `kid` in `dir` retired at `now` (it stops signing at once and leaves the JWKS
+/// once tokens it signed have expired).
+pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
+    let set = KeySet::load(dir, 0)?;
+    let key = set
+        .keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| KeyError::UnknownKid(kid.to_owned()))?;
+    let meta = KeyMeta {
+        alg: key.alg,
+        created_at: key.created_at,
+        retired_at: Some(key.retired_at.unwrap_or(now)),
+    };
+    let path = dir.join(format!("{kid}.pem"));
+    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
+    if !path.exists() {
+        // The key was loaded from a file with another name; find it to place the sidecar.
+        return Err(KeyError::BadKey {
+            path,
+            why: "key files must be named {kid}.pem to be retired".into(),
+        });
+    }
+    write_private(&meta_path(&path), &meta_json)?;
+    // Never leave an algorithm without a signing key: retiring the active one brings its successor.
+    if KeySet::load(dir, 0)?.signing_key(key.alg).is_none() {
+        generate(dir, key.alg, now)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_generates_one_key_per_alg_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
+        assert_eq!(set.algs(), vec![SigningAlg::RS256, SigningAlg::ES256]);
+        let list = set.list(1_000);
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|k| k.state == KeyState::Active));
+        #[cfg(unix)]
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.unwrap().metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A second start loads, it does not generate again.
+        let again = KeySet::load_or_init(dir.path(), 600, 2_000).unwrap();
+        assert_eq!(again.list(2_000).len(), 2);
+    }
+
+    #[test]
+    fn kid_is_rfc7638_thumbprint() {
+        // RFC 7638 section 3.1 example key.
+        let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+        let members: BTreeMap<&str, String> =
+            [("e", "AQAB".to_string()), ("kty", "RSA".into()), ("n", n.into())].into();
+        let canonical = serde_json::to_string(&members).unwrap();
+        assert_eq!(
+            B64.encode(Sha256::digest(canonical.as_bytes())),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn retired_key_stops_signing_then_leaves_jwks() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
+        let old = set.signing_key(SigningAlg::ES256).unwrap().kid.clone();
+        let new = generate(dir.path(), SigningAlg::ES256, 1_500).unwrap();
+        let set = KeySet::load(dir.path(), 600).unwrap();
+        assert_eq!(set.signing_key(SigningAlg::ES256).unwrap().kid, new);
+        retire(dir.path(), &old, 2_000).unwrap();
+        let set = KeySet::load(dir.path(), 600).unwrap();
+        let kids = |now| -> Vec<String> {
+            set.jwks(now)["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert!(kids(2_599).contains(&old));
+        assert!(set.verifying_key(&old, 2_599).is_some());
+        assert!(!kids(2_600).contains(&old));
+        assert!(set.verifying_key(&old, 2_600).is_none());
+        assert!(kids(2_600).contains(&new));
+        let jwk = &set.jwks(2_000)["keys"][0];
+        assert!(jwk.get("d").is_none(), "private part published");
+    }
+}

@@ -1,0 +1,6 @@
+//! Keys, JWT signing and verification, opaque secrets.
+
+pub mod jwt;
+pub mod keys;
+pub mod opaque;
+pub mod ring;

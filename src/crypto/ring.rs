@@ -1,0 +1,90 @@
+//! The server's view of `keys_dir`: loaded once, re-read when the folder changes (another
+//! replica or `portcullis keys` may have generated or retired a key), with the JWKS document
+//! rendered ahead of time. May be stale for one refresh interval.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use super::keys::{KeyError, KeySet};
+use crate::clock::UnixTime;
+
+/// One loaded generation of keys.
+#[derive(Debug)]
+pub struct LoadedKeys {
+    /// The keys.
+    pub set: KeySet,
+    /// `{"keys": [...]}` rendered at load time.
+    pub jwks: Vec<u8>,
+    fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
+}
+
+/// Shared, reloadable keys.
+#[derive(Debug)]
+pub struct KeyRing {
+    dir: PathBuf,
+    max_jwt_ttl: i64,
+    current: RwLock<Arc<LoadedKeys>>,
+}
+
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.path(), meta.modified().ok(), meta.len()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+impl KeyRing {
+    /// Load `dir`, generating the first RS256 and ES256 keys if it has none.
+    pub fn open(dir: &Path, max_jwt_ttl: i64, now: UnixTime) -> Result<Self, KeyError> {
+        let set = KeySet::load_or_init(dir, max_jwt_ttl, now)?;
+        let loaded = Self::render(set, fingerprint(dir), now);
+        Ok(Self {
+            dir: dir.to_owned(),
+            max_jwt_ttl,
+            current: RwLock::new(Arc::new(loaded)),
+        })
+    }
+
+    fn render(set: KeySet, fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>, now: UnixTime) -> LoadedKeys {
+        let jwks = serde_json::to_vec(&set.jwks(now)).unwrap_or_default();
+        LoadedKeys {
+            set,
+            jwks,
+            fingerprint,
+        }
+    }
+
+    /// The keys in force.
+    pub fn current(&self) -> Arc<LoadedKeys> {
+        match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Re-read the folder if it changed, and re-render the JWKS (retired keys leave it as time
+    /// passes). Keeps the old keys if the folder cannot be read.
+    pub fn refresh(&self, now: UnixTime) -> Result<(), KeyError> {
+        let fp = fingerprint(&self.dir);
+        let old = self.current();
+        if fp == old.fingerprint
+            && serde_json::to_vec(&old.set.jwks(now)).unwrap_or_default() == old.jwks
+        {
+            return Ok(());
+        }
+        let set = KeySet::load_or_init(&self.dir, self.max_jwt_ttl, now)?;
+        let loaded = Self::render(set, fingerprint(&self.dir), now);
+        if let Ok(mut g) = self.current.write() {
+            *g = Arc::new(loaded);
+        }
+        Ok(())
+    }
+}

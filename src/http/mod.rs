@@ -1,0 +1,228 @@
+//! The HTTP layer: actix-web handlers that translate HTTP to protocol calls and back.
+
+mod discovery;
+pub mod error;
+mod form;
+mod middleware;
+mod ops;
+mod token;
+mod tokens_admin;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::crypto::ring::{KeyRing, LoadedKeys};
+use crate::metrics::Metrics;
+use crate::oauth::client::Client;
+use crate::oauth::client_auth::Credentials;
+use crate::oauth::discovery::{metadata, paths};
+use crate::oauth::error::OAuthError;
+use crate::oauth::issue::Issuer;
+use crate::store::cache::ClientCache;
+use crate::store::db::DbStore;
+use crate::store::Store;
+use error::ApiError;
+
+/// How long a client may be served from the in-process cache.
+const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How often the key folder is checked for changes.
+const KEY_REFRESH: Duration = Duration::from_secs(5);
+/// How often expired rows are purged, and how many per statement.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+const PURGE_BATCH: i64 = 1_000;
+
+/// Shared state of every worker.
+pub struct AppState {
+    /// Configuration.
+    pub config: Config,
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Cached clients.
+    pub clients: ClientCache,
+    /// Signing keys.
+    pub keys: KeyRing,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The discovery document, rendered once.
+    pub discovery: Vec<u8>,
+}
+
+impl AppState {
+    /// State for `config` over `store` and `keys`.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        keys: KeyRing,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let discovery = serde_json::to_vec(&metadata(&config.issuer))?;
+        Ok(Self {
+            config,
+            store,
+            clients: ClientCache::new(CLIENT_CACHE_TTL),
+            keys,
+            clock,
+            metrics: Metrics::new()?,
+            discovery,
+        })
+    }
+
+    /// Token issuance context over `keys` at the current time.
+    pub fn issuer<'a>(&'a self, keys: &'a LoadedKeys) -> Issuer<'a> {
+        Issuer {
+            issuer: &self.config.issuer,
+            keys: &keys.set,
+            tokens: &self.config.tokens,
+            now: self.clock.now(),
+        }
+    }
+}
+
+/// Authenticate the client that presented `creds`: from the cache when it is there and the
+/// credentials match, otherwise from the database (a rotated secret is seen at once).
+pub(crate) async fn authenticate_client(
+    state: &web::Data<AppState>,
+    creds: &Credentials,
+) -> Result<Arc<Client>, ApiError> {
+    if let Some(cached) = state.clients.cached(creds.client_id()) {
+        if creds.authenticate(Some(&cached)).is_ok() {
+            return Ok(cached);
+        }
+    }
+    let st = state.clone();
+    let id = creds.client_id().to_owned();
+    let fresh = web::block(move || st.clients.refresh(&*st.store, &id)).await??;
+    creds.authenticate(fresh.as_deref())?;
+    fresh.ok_or_else(|| OAuthError::invalid_client("client authentication failed").into())
+}
+
+fn post_only<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| method_not_allowed(&[Method::POST])))
+}
+
+/// Register every route on `cfg`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(post_only(paths::TOKEN, token::token))
+        .service(post_only(paths::INTROSPECT, tokens_admin::introspect))
+        .service(post_only(paths::REVOKE, tokens_admin::revoke))
+        .service(
+            web::resource([
+                "/.well-known/openid-configuration",
+                "/.well-known/oauth-authorization-server",
+            ])
+            .route(web::get().to(discovery::metadata))
+            .default_service(web::to(|| method_not_allowed(&[Method::GET]))),
+        )
+        .service(
+            web::resource(paths::JWKS)
+                .route(web::get().to(discovery::jwks))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET]))),
+        )
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics));
+}
+
+async fn method_not_allowed(allowed: &[Method]) -> HttpResponse {
+    let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    HttpResponse::build(StatusCode::METHOD_NOT_ALLOWED)
+        .insert_header((header::ALLOW, allow.join(", ")))
+        .json(OAuthError::invalid_request("method not allowed"))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({
+        "error": "not_found",
+        "error_description": "no such endpoint"
+    }))
+}
+
+/// Security headers on every response; pages that need more set their own CSP.
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+}
+
+/// Open the database (running migrations), the keys, and serve until stopped.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = DbStore::open(config.database()?);
+    let st = store.clone();
+    let applied = web::block(move || st.migrate()).await??;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "applied migrations");
+    }
+    let keys = KeyRing::open(
+        &config.keys_dir,
+        config.tokens.max_jwt_ttl_secs(),
+        clock.now(),
+    )?;
+    let bind = config.bind.clone();
+    let state = web::Data::new(AppState::new(config, Arc::new(store), keys, clock)?);
+    spawn_housekeeping(state.clone().into_inner());
+
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(security_headers())
+            .wrap(actix_web::middleware::from_fn(middleware::observe))
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .bind(&bind)?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, issuer = %state.config.issuer, "listening");
+    }
+    server.run().await?;
+    Ok(())
+}
+
+/// A background thread: re-read keys, purge expired rows. Bounded work per tick.
+fn spawn_housekeeping(state: Arc<AppState>) {
+    let spawned = std::thread::Builder::new()
+        .name("housekeeping".into())
+        .spawn(move || {
+            let mut since_purge = PURGE_EVERY;
+            loop {
+                std::thread::sleep(KEY_REFRESH);
+                let now = state.clock.now();
+                if let Err(error) = state.keys.refresh(now) {
+                    tracing::warn!(%error, "could not reload keys; keeping the loaded ones");
+                }
+                since_purge += KEY_REFRESH;
+                if since_purge >= PURGE_EVERY {
+                    since_purge = Duration::ZERO;
+                    match state.store.purge_expired(now, PURGE_BATCH) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(rows = n, "purged expired rows"),
+                        Err(error) => tracing::warn!(%error, "purge failed"),
+                    }
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start the housekeeping thread");
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per grant type.
+
+pub mod client_credentials;

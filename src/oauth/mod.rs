@@ -1,0 +1,14 @@
+//! The protocol layer: typed requests, rules and decisions. No HTTP framework, no database.
+
+pub mod client;
+pub mod client_auth;
+pub mod discovery;
+pub mod error;
+pub mod grants;
+pub mod introspect;
+pub mod issue;
+pub mod request;
+pub mod revoke;
+pub mod scope;
+
+pub use error::{ErrorCode, OAuthError};
