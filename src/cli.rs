@@ -19,7 +19,11 @@ use crate::store::db::DbStore;
 use crate::store::{ClientStore, StoreError};
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about = "An OAuth 2.0 / OpenID Connect authorization server")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An OAuth 2.0 / OpenID Connect authorization server"
+)]
 struct Cli {
     /// Configuration file (TOML); also PORTCULLIS_CONFIG.
     #[arg(long, global = true, value_name = "FILE")]
@@ -212,7 +216,7 @@ fn serve(config: Config) -> Result<(), Failure> {
 
 /// Open the database and apply pending migrations (every command may be the first one run).
 fn open_store(config: &Config) -> Result<(DbStore, Vec<String>), Failure> {
-    let store = DbStore::open(config.database()?);
+    let store = DbStore::open_single(config.database()?);
     let applied = store.migrate()?;
     Ok((store, applied))
 }
@@ -237,12 +241,25 @@ fn print_client(c: &Client) {
     println!("client_id:    {}", c.client_id);
     println!("name:         {}", c.name);
     println!("auth_method:  {}", c.auth_method.as_str());
-    let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(" ") };
-    let grants: Vec<String> = c.grant_types.iter().map(|g| g.as_str().to_owned()).collect();
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(" ")
+        }
+    };
+    let grants: Vec<String> = c
+        .grant_types
+        .iter()
+        .map(|g| g.as_str().to_owned())
+        .collect();
     println!("grant_types:  {}", list(&grants));
     println!("scopes:       {}", list(&c.scopes));
     println!("redirect_uris: {}", list(&c.redirect_uris));
-    println!("post_logout_redirect_uris: {}", list(&c.post_logout_redirect_uris));
+    println!(
+        "post_logout_redirect_uris: {}",
+        list(&c.post_logout_redirect_uris)
+    );
     println!("resources:    {}", list(&c.resources));
     println!("skip_consent: {}", c.skip_consent);
 }
@@ -364,7 +381,12 @@ fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
                 print_json(&serde_json::to_value(&list)?)
             } else {
                 for k in list {
-                    println!("{}\t{}\t{}", k.kid, k.alg, json!(k.state).as_str().unwrap_or(""));
+                    println!(
+                        "{}\t{}\t{}",
+                        k.kid,
+                        k.alg,
+                        json!(k.state).as_str().unwrap_or("")
+                    );
                 }
                 Ok(())
             }
@@ -389,7 +411,10 @@ fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
             if json {
                 print_json(&serde_json::to_value(&info)?)
             } else {
-                println!("retired {} key {kid}; it stays published until its tokens expire", info.alg);
+                println!(
+                    "retired {} key {kid}; it stays published until its tokens expire",
+                    info.alg
+                );
                 Ok(())
             }
         }

@@ -191,11 +191,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(
-            Env::prefixed(ENV_PREFIX)
-                .split("__")
-                .filter(|k| k.as_str() != "config"),
-        );
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["CONFIG"]));
         let config: Config = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
         config.validate()?;
         Ok(config)
@@ -234,7 +230,9 @@ impl Config {
         let url = self.database_url.as_str();
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(ConfigError("database_url: sqlite:// needs a file path".into()));
+                return Err(ConfigError(
+                    "database_url: sqlite:// needs a file path".into(),
+                ));
             }
             Ok(DatabaseUrl::Sqlite(PathBuf::from(path)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -280,11 +278,27 @@ fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Figment errors can chain; join them on one line.
+/// Figment errors can chain; each becomes `key: problem (source)`, joined on one line.
 fn one_line(e: &figment::Error) -> String {
     e.clone()
         .into_iter()
-        .map(|e| e.to_string().replace('\n', " "))
+        .map(|e| {
+            let key = e.path.join(".").to_ascii_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (in {src})"),
+                    None => format!(" (in {})", m.name),
+                })
+                .unwrap_or_default();
+            let kind = e.kind.to_string().replace('\n', " ");
+            if key.is_empty() {
+                format!("{kind}{source}")
+            } else {
+                format!("{key}: {kind}{source}")
+            }
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

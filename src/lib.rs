@@ -4,7 +4,10 @@
 //! [`store`] (diesel over SQLite and PostgreSQL), [`http`] (actix-web handlers). Keys, config,
 //! clock and the command line sit beside them.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod cli;
 pub mod clock;

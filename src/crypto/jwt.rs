@@ -104,8 +104,13 @@ mod tests {
     fn round_trip_both_algs() {
         let (_d, k) = keys();
         for alg in SigningAlg::ALL {
-            let t = sign(&k, alg, ACCESS_TOKEN_TYP, &json!({"iss": ISS, "exp": 2_000, "sub": "a"}))
-                .unwrap();
+            let t = sign(
+                &k,
+                alg,
+                ACCESS_TOKEN_TYP,
+                &json!({"iss": ISS, "exp": 2_000, "sub": "a"}),
+            )
+            .unwrap();
             let v: serde_json::Value = verify(&k, &t, ACCESS_TOKEN_TYP, ISS, 1_999).unwrap();
             assert_eq!(v["sub"], "a");
             assert_eq!(
@@ -130,9 +135,8 @@ mod tests {
         .unwrap();
         let parts: Vec<&str> = good.split('.').collect();
         let kid = k.signing_key(SigningAlg::ES256).unwrap().kid.clone();
-        let header = |alg: &str| {
-            B64.encode(json!({"alg": alg, "typ": "at+jwt", "kid": kid}).to_string())
-        };
+        let header =
+            |alg: &str| B64.encode(json!({"alg": alg, "typ": "at+jwt", "kid": kid}).to_string());
         let none = format!("{}.{}.", header("none"), parts[1]);
         assert!(verify::<serde_json::Value>(&k, &none, ACCESS_TOKEN_TYP, ISS, 1).is_err());
         let flipped = {

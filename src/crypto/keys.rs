@@ -452,9 +452,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
 pub fn generate(dir: &Path, alg: SigningAlg, now: UnixTime) -> Result<String, KeyError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let private = Private::generate(alg)?;
+    // "Newest" must be unambiguous even for keys made within the same second.
+    let newest = KeySet::load(dir, 0)?
+        .keys
+        .iter()
+        .filter(|k| k.alg == alg)
+        .map(|k| k.created_at)
+        .max();
     let meta = KeyMeta {
         alg,
-        created_at: now,
+        created_at: newest.map_or(now, |t| now.max(t + 1)),
         retired_at: None,
     };
     let pem = private.to_pem()?;
@@ -462,7 +469,8 @@ pub fn generate(dir: &Path, alg: SigningAlg, now: UnixTime) -> Result<String, Ke
     let key = private.into_signing_key(&meta, &placeholder)?;
     let path = dir.join(format!("{}.pem", key.kid));
     // Sidecar first: a PEM never appears without its metadata.
-    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let meta_json =
+        serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
     write_private(&meta_path(&path), &meta_json)?;
     write_private(&path, pem.as_bytes())?;
     Ok(key.kid)
@@ -483,7 +491,8 @@ pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
         retired_at: Some(key.retired_at.unwrap_or(now)),
     };
     let path = dir.join(format!("{kid}.pem"));
-    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let meta_json =
+        serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
     if !path.exists() {
         // The key was loaded from a file with another name; find it to place the sidecar.
         return Err(KeyError::BadKey {
@@ -526,8 +535,12 @@ mod tests {
     fn kid_is_rfc7638_thumbprint() {
         // RFC 7638 section 3.1 example key.
         let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
-        let members: BTreeMap<&str, String> =
-            [("e", "AQAB".to_string()), ("kty", "RSA".into()), ("n", n.into())].into();
+        let members: BTreeMap<&str, String> = [
+            ("e", "AQAB".to_string()),
+            ("kty", "RSA".into()),
+            ("n", n.into()),
+        ]
+        .into();
         let canonical = serde_json::to_string(&members).unwrap();
         assert_eq!(
             B64.encode(Sha256::digest(canonical.as_bytes())),

@@ -53,7 +53,11 @@ impl KeyRing {
         })
     }
 
-    fn render(set: KeySet, fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>, now: UnixTime) -> LoadedKeys {
+    fn render(
+        set: KeySet,
+        fingerprint: Vec<(PathBuf, Option<SystemTime>, u64)>,
+        now: UnixTime,
+    ) -> LoadedKeys {
         let jwks = serde_json::to_vec(&set.jwks(now)).unwrap_or_default();
         LoadedKeys {
             set,

@@ -42,8 +42,8 @@ pub async fn read(req: &HttpRequest, mut payload: web::Payload) -> Result<Params
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(256).min(MAX_BODY));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
+        let chunk =
+            chunk.map_err(|_| OAuthError::invalid_request("the request body could not be read"))?;
         if body.len() + chunk.len() > MAX_BODY {
             return Err(too_large());
         }

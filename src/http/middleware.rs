@@ -21,7 +21,9 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let start = Instant::now();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let id = format!("{:016x}", rand::thread_rng().next_u64());

@@ -148,7 +148,9 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
         "https" if url.host_str().is_some() => Ok(()),
         "http" if matches!(url.host_str(), Some("127.0.0.1" | "[::1]" | "localhost")) => Ok(()),
         "http" => Err(format!("{uri:?}: http is allowed only for loopback hosts")),
-        _ => Err(format!("{uri:?} must use https (or http on a loopback host)")),
+        _ => Err(format!(
+            "{uri:?} must use https (or http on a loopback host)"
+        )),
     }
 }
 
@@ -164,9 +166,7 @@ impl ClientSpec {
         }
         let client_id = self.client_id.unwrap_or(generated_id);
         if !valid_client_id(&client_id) {
-            return Err(
-                "--client-id must be 1 to 128 characters of A-Z a-z 0-9 - . _ ~".into(),
-            );
+            return Err("--client-id must be 1 to 128 characters of A-Z a-z 0-9 - . _ ~".into());
         }
         let auth_method = match (self.public, self.auth_method) {
             (true, None | Some(AuthMethod::None)) => AuthMethod::None,
@@ -178,7 +178,11 @@ impl ClientSpec {
             }
             (false, m) => m.unwrap_or(AuthMethod::ClientSecretBasic),
         };
-        for uri in self.redirect_uris.iter().chain(&self.post_logout_redirect_uris) {
+        for uri in self
+            .redirect_uris
+            .iter()
+            .chain(&self.post_logout_redirect_uris)
+        {
             check_redirect_uri(uri)?;
         }
         let mut grant_types = dedup(self.grant_types);
@@ -204,7 +208,11 @@ impl ClientSpec {
         for r in &self.resources {
             match url::Url::parse(r) {
                 Ok(u) if u.fragment().is_none() => {}
-                _ => return Err(format!("--resource {r:?} must be an absolute URI without a fragment")),
+                _ => {
+                    return Err(format!(
+                        "--resource {r:?} must be an absolute URI without a fragment"
+                    ))
+                }
             }
         }
         Ok(Client {

@@ -69,13 +69,14 @@ impl Credentials {
         let body_id = params.get("client_id");
         let body_secret = params.get("client_secret");
         if let Some(header) = authorization {
-            let basic = || OAuthError::invalid_client("malformed Basic credentials").with_basic(true);
+            let basic =
+                || OAuthError::invalid_client("malformed Basic credentials").with_basic(true);
             let (scheme, value) = header.trim().split_once(' ').ok_or_else(basic)?;
             if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(
-                    OAuthError::invalid_client("client authentication must use the Basic scheme")
-                        .with_basic(true),
-                );
+                return Err(OAuthError::invalid_client(
+                    "client authentication must use the Basic scheme",
+                )
+                .with_basic(true));
             }
             let decoded = STANDARD.decode(value.trim()).map_err(|_| basic())?;
             let decoded = String::from_utf8(decoded).map_err(|_| basic())?;
@@ -180,7 +181,8 @@ mod tests {
 
     #[test]
     fn basic_is_form_decoded() {
-        let c = Credentials::extract(Some(&basic("c%3A1", "s+e%25cret")), &Params::default()).unwrap();
+        let c =
+            Credentials::extract(Some(&basic("c%3A1", "s+e%25cret")), &Params::default()).unwrap();
         assert_eq!(
             c,
             Credentials::Basic {
@@ -211,7 +213,10 @@ mod tests {
             &Params::from_pairs([("client_id", "c1"), ("client_secret", "s3cret")]),
         )
         .unwrap();
-        assert_eq!(post.authenticate(Some(&c)).unwrap_err().code, ErrorCode::InvalidClient);
+        assert_eq!(
+            post.authenticate(Some(&c)).unwrap_err().code,
+            ErrorCode::InvalidClient
+        );
         // A confidential client cannot skip its secret.
         let none = Credentials::extract(None, &Params::from_pairs([("client_id", "c1")])).unwrap();
         assert!(none.authenticate(Some(&c)).is_err());
@@ -222,7 +227,12 @@ mod tests {
 
     #[test]
     fn malformed_basic() {
-        for h in ["Basic", "Basic !!!", "Bearer abc", &format!("Basic {}", STANDARD.encode("nocolon"))] {
+        for h in [
+            "Basic",
+            "Basic !!!",
+            "Bearer abc",
+            &format!("Basic {}", STANDARD.encode("nocolon")),
+        ] {
             let e = Credentials::extract(Some(h), &Params::default()).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidClient, "{h}");
         }

@@ -85,13 +85,29 @@ mod tests {
         assert!(active.active, "a resource server may introspect");
         assert_eq!(active.claims.unwrap().client_id, "a");
         assert!(!introspect(&at(1_001), &public, t, &store).unwrap().active);
-        assert!(!introspect(&at(1_600), &a, t, &store).unwrap().active, "expired");
-        assert!(!introspect(&at(1_001), &a, "garbage", &store).unwrap().active);
+        assert!(
+            !introspect(&at(1_600), &a, t, &store).unwrap().active,
+            "expired"
+        );
+        assert!(
+            !introspect(&at(1_001), &a, "garbage", &store)
+                .unwrap()
+                .active
+        );
 
-        assert_eq!(revoke(&at(1_001), &b, t, &store).unwrap(), Revocation::Ignored);
+        assert_eq!(
+            revoke(&at(1_001), &b, t, &store).unwrap(),
+            Revocation::Ignored
+        );
         assert!(introspect(&at(1_001), &a, t, &store).unwrap().active);
-        assert_eq!(revoke(&at(1_001), &a, t, &store).unwrap(), Revocation::Revoked);
+        assert_eq!(
+            revoke(&at(1_001), &a, t, &store).unwrap(),
+            Revocation::Revoked
+        );
         assert!(!introspect(&at(1_001), &a, t, &store).unwrap().active);
-        assert_eq!(revoke(&at(1_001), &a, "x.y.z", &store).unwrap(), Revocation::Ignored);
+        assert_eq!(
+            revoke(&at(1_001), &a, "x.y.z", &store).unwrap(),
+            Revocation::Ignored
+        );
     }
 }

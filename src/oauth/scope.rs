@@ -5,7 +5,14 @@ use std::fmt;
 use super::error::OAuthError;
 
 /// The OpenID Connect scopes Portcullis knows; any other scope is the operator's.
-pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "address", "phone", "offline_access"];
+pub const OIDC_SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "email",
+    "address",
+    "phone",
+    "offline_access",
+];
 
 /// A set of scope tokens, in the order first given, without duplicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,8 +21,7 @@ pub struct Scope(Vec<String>);
 /// RFC 6749 3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
 pub fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
@@ -25,7 +31,9 @@ impl Scope {
         let mut out: Vec<String> = Vec::new();
         for token in s.split(' ').filter(|t| !t.is_empty()) {
             if !is_scope_token(token) {
-                return Err(OAuthError::invalid_scope("scope contains a malformed value"));
+                return Err(OAuthError::invalid_scope(
+                    "scope contains a malformed value",
+                ));
             }
             if !out.iter().any(|t| t == token) {
                 out.push(token.to_owned());
@@ -61,8 +69,12 @@ impl Scope {
     }
 
     /// The tokens not in `allowed`.
-    pub fn not_in<'a, S: AsRef<str>>(&'a self, allowed: &'a [S]) -> impl Iterator<Item = &'a str> + 'a {
-        self.iter().filter(move |t| !allowed.iter().any(|a| a.as_ref() == *t))
+    pub fn not_in<'a, S: AsRef<str>>(
+        &'a self,
+        allowed: &'a [S],
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.iter()
+            .filter(move |t| !allowed.iter().any(|a| a.as_ref() == *t))
     }
 }
 

@@ -21,7 +21,9 @@ pub struct ClientCache {
 
 impl std::fmt::Debug for ClientCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCache").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("ClientCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -42,7 +44,11 @@ impl ClientCache {
     }
 
     /// Read the client from the store and cache it (blocking).
-    pub fn refresh(&self, store: &dyn ClientStore, client_id: &str) -> StoreResult<Option<Arc<Client>>> {
+    pub fn refresh(
+        &self,
+        store: &dyn ClientStore,
+        client_id: &str,
+    ) -> StoreResult<Option<Arc<Client>>> {
         let found = store.find_client(client_id)?.map(Arc::new);
         if let Ok(mut entries) = self.entries.write() {
             match &found {
@@ -88,9 +94,15 @@ mod tests {
         assert!(cache.cached("a").is_none());
         assert!(cache.refresh(&store, "a").unwrap().is_some());
         store.set_client_secret("a", "h2").unwrap();
-        assert_eq!(cache.cached("a").unwrap().secret_hash.as_deref(), Some("h1"));
+        assert_eq!(
+            cache.cached("a").unwrap().secret_hash.as_deref(),
+            Some("h1")
+        );
         cache.refresh(&store, "a").unwrap();
-        assert_eq!(cache.cached("a").unwrap().secret_hash.as_deref(), Some("h2"));
+        assert_eq!(
+            cache.cached("a").unwrap().secret_hash.as_deref(),
+            Some("h2")
+        );
         store.delete_client("a").unwrap();
         assert!(cache.refresh(&store, "a").unwrap().is_none());
         assert!(cache.cached("a").is_none());

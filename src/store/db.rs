@@ -104,13 +104,28 @@ fn db_err(e: DieselError) -> StoreError {
 }
 
 impl DbStore {
-    /// A pool for `url`. Connections are opened lazily, so a database that is down now is not an
-    /// error until it is used.
+    /// A pool for the server. Connections are opened lazily, so a database that is down now is
+    /// not an error until it is used.
     pub fn open(url: DatabaseUrl) -> Self {
+        let size = if matches!(url, DatabaseUrl::Sqlite(_)) {
+            8
+        } else {
+            16
+        };
+        Self::with_pool_size(url, size, 1)
+    }
+
+    /// One connection and no idle ones kept warm: for short-lived commands, which must not exit
+    /// while the pool's thread is opening a connection in the background.
+    pub fn open_single(url: DatabaseUrl) -> Self {
+        Self::with_pool_size(url, 1, 0)
+    }
+
+    fn with_pool_size(url: DatabaseUrl, max_size: u32, min_idle: u32) -> Self {
         let is_sqlite = matches!(url, DatabaseUrl::Sqlite(_));
         let pool = r2d2::Pool::builder()
-            .max_size(if is_sqlite { 8 } else { 16 })
-            .min_idle(Some(1))
+            .max_size(max_size)
+            .min_idle(Some(min_idle))
             .connection_timeout(Duration::from_secs(3))
             .error_handler(Box::new(PoolErrors))
             .build_unchecked(Manager { url });

@@ -36,7 +36,9 @@ impl ClientStore for MemoryStore {
         if inner.clients.contains_key(&client.client_id) {
             return Err(StoreError::Conflict);
         }
-        inner.clients.insert(client.client_id.clone(), client.clone());
+        inner
+            .clients
+            .insert(client.client_id.clone(), client.clone());
         Ok(())
     }
     fn list_clients(&self) -> StoreResult<Vec<Client>> {

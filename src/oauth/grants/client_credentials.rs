@@ -38,7 +38,11 @@ pub fn exchange(
         }
         None => Scope::from_tokens(&client.scopes),
     };
-    if request.resources.iter().any(|r| !client.resources.contains(r)) {
+    if request
+        .resources
+        .iter()
+        .any(|r| !client.resources.contains(r))
+    {
         return Err(OAuthError::invalid_target(
             "the requested resource is not registered for this client",
         ));
@@ -108,7 +112,9 @@ mod tests {
         };
         let (resp, issued) = exchange(&issuer, client, &req)?;
         assert_eq!(issued.alg, alg);
-        let claims = issuer.verify_access_token(&resp.access_token).expect("verifies");
+        let claims = issuer
+            .verify_access_token(&resp.access_token)
+            .expect("verifies");
         Ok((resp, claims))
     }
 
@@ -144,7 +150,13 @@ mod tests {
     fn refusals() {
         let e = run(&client(), Some("api:read admin"), &[], SigningAlg::ES256).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidScope);
-        let e = run(&client(), None, &["https://other.example.com"], SigningAlg::ES256).unwrap_err();
+        let e = run(
+            &client(),
+            None,
+            &["https://other.example.com"],
+            SigningAlg::ES256,
+        )
+        .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidTarget);
         let mut c = client();
         c.grant_types = vec![GrantType::AuthorizationCode];

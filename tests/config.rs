@@ -1,0 +1,145 @@
+//! Configuration: file, environment layering, and one-line errors that name the key.
+
+use std::process::Command;
+
+use crate::common::{free_port, write_file, Backend, ServerBuilder, BIN};
+
+fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .args(args)
+        .env_remove("PORTCULLIS_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run portcullis")
+}
+
+fn one_line_error(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "should fail: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.starts_with("error: "), "{stderr:?}");
+    stderr
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let e = one_line_error(&run(
+        d,
+        &["--config", "missing.toml", "client", "list"],
+        &[],
+    ));
+    assert!(e.contains("missing.toml"), "{e}");
+    let e = one_line_error(&run(
+        d,
+        &["client", "list"],
+        &[("PORTCULLIS_CONFIG", "nope.toml")],
+    ));
+    assert!(e.contains("nope.toml"), "{e}");
+
+    write_file(
+        d,
+        "unknown.toml",
+        "[tokens]\naccess_token_ttl_secs = 60\nfrobnicate = 1\n",
+    );
+    let e = one_line_error(&run(
+        d,
+        &["--config", "unknown.toml", "client", "list"],
+        &[],
+    ));
+    assert!(e.contains("frobnicate"), "{e}");
+
+    write_file(
+        d,
+        "type.toml",
+        "[tokens]\naccess_token_ttl_secs = \"ten\"\n",
+    );
+    let e = one_line_error(&run(d, &["--config", "type.toml", "client", "list"], &[]));
+    assert!(e.contains("access_token_ttl_secs"), "{e}");
+
+    let e = one_line_error(&run(
+        d,
+        &["client", "list"],
+        &[("PORTCULLIS_TOKENS__ACCESS_TOKEN_ALG", "HS256")],
+    ));
+    assert!(e.contains("access_token_alg"), "{e}");
+    let e = one_line_error(&run(
+        d,
+        &["client", "list"],
+        &[("PORTCULLIS_LOGIN__BOGUS", "1")],
+    ));
+    assert!(e.contains("bogus"), "{e}");
+
+    for bad in [
+        "not a url",
+        "https://id.example.com/?x=1",
+        "https://id.example.com/#f",
+        "ftp://x",
+    ] {
+        let e = one_line_error(&run(d, &["client", "list"], &[("PORTCULLIS_ISSUER", bad)]));
+        assert!(e.contains("issuer"), "{bad}: {e}");
+    }
+    let e = one_line_error(&run(
+        d,
+        &["client", "list"],
+        &[("PORTCULLIS_DATABASE_URL", "mysql://x")],
+    ));
+    assert!(e.contains("database_url"), "{e}");
+    // Nothing was created by the failed commands.
+    assert!(!d.join("portcullis.db").exists());
+}
+
+#[test]
+fn file_then_environment_layering() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = write_file(
+        dir.path(),
+        "portcullis.toml",
+        &format!(
+            "issuer = \"http://127.0.0.1:{port}\"\nbind = \"127.0.0.1:{port}\"\n\
+             database_url = \"sqlite://from-file.db\"\nkeys_dir = \"file-keys\"\n\
+             [tokens]\naccess_token_ttl_secs = 120\naccess_token_alg = \"RS256\"\n"
+        ),
+    );
+    // The environment wins over the file for the key it names; the file's others stay.
+    let s = ServerBuilder::new(Backend::Sqlite)
+        .env("PORTCULLIS_CONFIG", file.to_str().unwrap())
+        .env("PORTCULLIS_TOKENS__ACCESS_TOKEN_TTL_SECS", "90")
+        .start();
+    let (id, secret) = s.client(&[]);
+    let r = s.post_form(
+        "/token",
+        &[("grant_type", "client_credentials")],
+        Some((&id, &secret)),
+    );
+    assert_eq!(r.json()["expires_in"], 90);
+    let token = r.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().alg,
+        jsonwebtoken::Algorithm::RS256
+    );
+}
+
+#[test]
+fn defaults_without_any_file() {
+    // No file, no environment: the documented defaults, with the database and keys created in
+    // the working directory.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["client", "create", "--name", "d", "--json"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("portcullis.db").exists());
+    let out = run(dir.path(), &["migrate"], &[]);
+    assert!(out.status.success());
+}

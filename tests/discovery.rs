@@ -1,0 +1,244 @@
+//! Discovery, JWKS, key lifecycle as seen over HTTP, and the operational endpoints.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::common::{pgproxy::PgProxy, postgres_available, Backend, Server, ServerBuilder};
+
+fn discovery_documents(b: Backend) {
+    let s = Server::start(b);
+    let oidc = s.get("/.well-known/openid-configuration");
+    assert_eq!(oidc.status, 200);
+    let rfc8414 = s.get("/.well-known/oauth-authorization-server");
+    assert_eq!(oidc.json(), rfc8414.json());
+    let d = oidc.json();
+    assert_eq!(d["issuer"], s.base.as_str());
+    for (key, path) in [
+        ("token_endpoint", "/token"),
+        ("jwks_uri", "/jwks"),
+        ("introspection_endpoint", "/introspect"),
+        ("revocation_endpoint", "/revoke"),
+    ] {
+        assert_eq!(d[key], format!("{}{path}", s.base), "{key}");
+    }
+    assert_eq!(
+        d["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
+    assert!(d["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"client_secret_basic".into()));
+    // Only what is implemented: no authorization endpoint yet.
+    assert!(d.get("authorization_endpoint").is_none());
+}
+
+fn jwks_publishes_public_keys_only(b: Backend) {
+    let s = Server::start(b);
+    let r = s.get("/jwks");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("cache-control")
+        .is_some_and(|c| c.contains("max-age")));
+    let keys = r.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    let mut algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
+    algs.sort();
+    assert_eq!(algs, ["ES256", "RS256"]);
+    for k in &keys {
+        assert_eq!(k["use"], "sig");
+        assert!(k["kid"].as_str().is_some_and(|kid| kid.len() == 43), "{k}");
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(
+                k.get(private).is_none(),
+                "private member {private} published"
+            );
+        }
+    }
+    // First start generated the keys: two PEM files, owner-only.
+    let pems: Vec<_> = std::fs::read_dir(s.keys_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pem"))
+        .collect();
+    assert_eq!(pems.len(), 2);
+    #[cfg(unix)]
+    for p in pems {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(p.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+fn wait_for(s: &Server, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            s.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+fn key_rotation_is_picked_up_by_a_running_server(b: Backend) {
+    let s = Server::start(b);
+    let (id, secret) = s.client(&[]);
+    let old_token = s.cc_token(&id, &secret, None);
+    let old_kid = kid_of(&old_token);
+
+    let generated = s.cli_json(&["keys", "generate", "--alg", "ES256", "--json"]);
+    assert_eq!(generated["alg"], "ES256");
+    let new_kid = generated["kid"].as_str().unwrap().to_owned();
+    wait_for(&s, "the new key to sign", || {
+        kid_of(&s.cc_token(&id, &secret, None)) == new_kid
+    });
+    let list = s.cli_json(&["keys", "list", "--json"]);
+    let state = |kid: &str| -> String {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .map(|k| k["state"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(state(&new_kid), "active");
+    assert_eq!(state(&old_kid), "published");
+
+    // Retire the old one: it stays published while its tokens may live, so they still verify.
+    let retired = s.cli_json(&["keys", "retire", &old_kid, "--json"]);
+    assert_eq!(retired["state"], "published");
+    let old_claims = crate::token::verify_independently(&s, &old_token, Algorithm::ES256);
+    assert_eq!(old_claims["client_id"], id.as_str());
+    let r = s.post_form(
+        "/introspect",
+        &[("token", &old_token)],
+        Some((&id, &secret)),
+    );
+    assert_eq!(r.json()["active"], true);
+
+    // Retiring the only active RS256 key brings a successor, so RS256 never goes dark.
+    let rs = s.cli_json(&["keys", "list", "--json"]);
+    let rs_kid = rs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["alg"] == "RS256")
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.cli_json(&["keys", "retire", &rs_kid, "--json"]);
+    let after: Value = s.cli_json(&["keys", "list", "--json"]);
+    assert!(after
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["alg"] == "RS256" && k["state"] == "active" && k["kid"] != rs_kid.as_str()));
+
+    // Bad key commands: one line, non-zero, nothing changed.
+    let out = s.cli(&["keys", "retire", "no-such-kid"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    let out = s.cli(&["keys", "generate", "--alg", "HS256"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+fn operational_endpoints(b: Backend) {
+    let s = Server::start(b);
+    assert_eq!(s.get("/healthz").status, 200);
+    let ready = s.get("/readyz");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let (id, secret) = s.client(&[]);
+    s.cc_token(&id, &secret, None);
+    s.post_form(
+        "/token",
+        &[("grant_type", "client_credentials")],
+        Some((&id, "x")),
+    );
+    let m = s.get("/metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.body.contains(
+            r#"portcullis_tokens_issued_total{alg="ES256",grant_type="client_credentials"} 1"#
+        ),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains(
+            r#"portcullis_http_requests_total{method="POST",route="/token",status="200"} 1"#
+        ),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body.contains(
+            r#"portcullis_http_requests_total{method="POST",route="/token",status="401"} 1"#
+        ),
+        "{}",
+        m.body
+    );
+    assert!(m
+        .body
+        .contains(r#"portcullis_http_request_duration_seconds_bucket{route="/token""#));
+    // Every response carries the request id and the security headers.
+    let r = s.get("/healthz");
+    assert!(r.header("x-request-id").is_some());
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert!(r
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("frame-ancestors 'none'")));
+}
+
+/// PostgreSQL only: cut the database away under a running server and bring it back.
+#[test]
+fn database_outage_gives_503_and_recovers() {
+    if !postgres_available() {
+        return;
+    }
+    let builder = ServerBuilder::new(Backend::Postgres);
+    let proxy = PgProxy::start("127.0.0.1:5432");
+    let url = builder.pg().unwrap().url_via(proxy.port);
+    let s = builder.database_url(url).start();
+    let (id, secret) = s.client(&[]);
+    let token = s.cc_token(&id, &secret, None);
+    assert_eq!(s.get("/readyz").status, 200);
+
+    proxy.cut();
+    let r = s.get("/readyz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    // Introspection needs the revocation list: 503 with an RFC error, never a 500.
+    let r = s.post_form("/introspect", &[("token", &token)], Some((&id, &secret)));
+    r.assert_error(503, "temporarily_unavailable");
+    // An unknown client cannot be looked up either.
+    s.post_form(
+        "/token",
+        &[("grant_type", "client_credentials")],
+        Some(("other", "x")),
+    )
+    .assert_error(503, "temporarily_unavailable");
+    assert_eq!(s.get("/healthz").status, 200, "the process itself is fine");
+
+    proxy.restore();
+    wait_for(&s, "readiness after the database returns", || {
+        s.get("/readyz").status == 200
+    });
+    let r = s.post_form("/introspect", &[("token", &token)], Some((&id, &secret)));
+    assert_eq!(r.json()["active"], true);
+}
+
+both_backends!(
+    discovery_documents,
+    jwks_publishes_public_keys_only,
+    key_rotation_is_picked_up_by_a_running_server,
+    operational_endpoints,
+);

@@ -1,0 +1,13 @@
+//! Integration tests: each starts the real `portcullis` binary on a free port and drives it over
+//! HTTP and its command line, on SQLite and (when reachable) PostgreSQL.
+
+mod common;
+
+mod cli;
+mod config;
+mod discovery;
+mod introspection;
+mod logging;
+mod robustness;
+mod schema;
+mod token;
