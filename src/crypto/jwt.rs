@@ -32,6 +32,7 @@ pub fn sign<T: Serialize>(
     typ: &str,
     claims: &T,
 ) -> Result<String, JwtError> {
+    super::provider::install();
     let key = keys.signing_key(alg).ok_or(JwtError::NoKey(alg))?;
     let mut header = Header::new(alg.jwt_alg());
     header.typ = Some(typ.to_owned());
@@ -57,6 +58,7 @@ pub fn verify<T: DeserializeOwned>(
     issuer: &str,
     now: UnixTime,
 ) -> Result<T, JwtError> {
+    super::provider::install();
     let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Invalid)?;
     let typ_ok = header.typ.as_deref().is_some_and(|t| {
         t.eq_ignore_ascii_case(expected_typ)

@@ -3,4 +3,5 @@
 pub mod jwt;
 pub mod keys;
 pub mod opaque;
+pub mod provider;
 pub mod ring;
