@@ -173,11 +173,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "applied migrations");
     }
-    let keys = KeyRing::open(
-        &config.keys_dir,
+    let (dir, ttl, now) = (
+        config.keys_dir.clone(),
         config.tokens.max_jwt_ttl_secs(),
         clock.now(),
-    )?;
+    );
+    // Generating the first RSA key takes a moment: keep it off the async thread.
+    let keys = web::block(move || KeyRing::open(&dir, ttl, now)).await??;
     let bind = config.bind.clone();
     let state = web::Data::new(AppState::new(config, Arc::new(store), keys, clock)?);
     spawn_housekeeping(state.clone().into_inner());

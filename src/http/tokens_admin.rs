@@ -1,24 +1,40 @@
 //! Introspection (RFC 7662) and revocation (RFC 7009), both with client authentication.
 
+use std::sync::Arc;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::{authenticate_client, form, AppState};
+use crate::oauth::client::Client;
 use crate::oauth::client_auth::Credentials;
-use crate::oauth::request::Params;
+use crate::oauth::issue::Issuer;
 use crate::oauth::{introspect, revoke};
+use crate::store::{RevocationStore, StoreResult};
 
-async fn authenticated(
-    state: &web::Data<AppState>,
-    req: &HttpRequest,
+/// Authenticate the client, require `token`, then run `op` on the blocking pool (it reads or
+/// writes the revocation list).
+async fn with_token<T, F>(
+    state: web::Data<AppState>,
+    req: HttpRequest,
     payload: web::Payload,
-) -> Result<(Params, std::sync::Arc<crate::oauth::client::Client>), ApiError> {
-    let params = form::read(req, payload).await?;
-    let creds = Credentials::extract(form::authorization(req)?, &params)?;
-    let client = authenticate_client(state, &creds).await?;
-    params.require("token")?;
-    Ok((params, client))
+    op: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Issuer<'_>, &Client, &str, &dyn RevocationStore) -> StoreResult<T> + Send + 'static,
+{
+    let params = form::read(&req, payload).await?;
+    let creds = Credentials::extract(form::authorization(&req)?, &params)?;
+    let client: Arc<Client> = authenticate_client(&state, &creds).await?;
+    let token = params.require("token")?.to_owned();
+    let result = web::block(move || {
+        let keys = state.keys.current();
+        op(&state.issuer(&keys), &client, &token, &*state.store)
+    })
+    .await??;
+    Ok(result)
 }
 
 /// `POST /introspect`.
@@ -27,14 +43,7 @@ pub async fn introspect(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (params, client) = authenticated(&state, &req, payload).await?;
-    let st = state.clone();
-    let response = web::block(move || {
-        let keys = st.keys.current();
-        let token = params.get("token").unwrap_or_default();
-        introspect::introspect(&st.issuer(&keys), &client, token, &*st.store)
-    })
-    .await??;
+    let response = with_token(state, req, payload, introspect::introspect).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(response))
@@ -46,14 +55,7 @@ pub async fn revoke(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (params, client) = authenticated(&state, &req, payload).await?;
-    let st = state.clone();
-    let outcome = web::block(move || {
-        let keys = st.keys.current();
-        let token = params.get("token").unwrap_or_default();
-        revoke::revoke(&st.issuer(&keys), &client, token, &*st.store)
-    })
-    .await??;
+    let outcome = with_token(state, req, payload, revoke::revoke).await?;
     tracing::debug!(?outcome, "revocation");
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

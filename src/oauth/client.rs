@@ -101,6 +101,24 @@ impl Client {
     pub fn allows_grant(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
     }
+
+    /// A client_credentials client for unit tests.
+    #[cfg(test)]
+    pub(crate) fn sample(id: &str, auth_method: AuthMethod, secret: Option<&str>) -> Self {
+        Client {
+            client_id: id.into(),
+            name: id.into(),
+            secret_hash: secret.map(crate::crypto::opaque::hash_secret),
+            auth_method,
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec![GrantType::ClientCredentials],
+            scopes: vec![],
+            resources: vec![],
+            skip_consent: false,
+            created_at: 0,
+        }
+    }
 }
 
 /// What the operator asks for in `client create`.

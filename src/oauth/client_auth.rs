@@ -156,23 +156,10 @@ fn form_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::client::GrantType;
     use crate::oauth::error::ErrorCode;
 
     fn client(method: AuthMethod, secret: Option<&str>) -> Client {
-        Client {
-            client_id: "c1".into(),
-            name: "C".into(),
-            secret_hash: secret.map(opaque::hash_secret),
-            auth_method: method,
-            redirect_uris: vec![],
-            post_logout_redirect_uris: vec![],
-            grant_types: vec![GrantType::ClientCredentials],
-            scopes: vec![],
-            resources: vec![],
-            skip_consent: false,
-            created_at: 0,
-        }
+        Client::sample("c1", method, secret)
     }
 
     fn basic(id: &str, secret: &str) -> String {

@@ -37,26 +37,14 @@ mod tests {
     use super::*;
     use crate::config::TokenConfig;
     use crate::crypto::keys::KeySet;
-    use crate::oauth::client::{AuthMethod, GrantType};
+    use crate::oauth::client::AuthMethod;
     use crate::oauth::grants::client_credentials;
     use crate::oauth::introspect::introspect;
     use crate::oauth::request::ClientCredentialsRequest;
     use crate::store::memory::MemoryStore;
 
     fn client(id: &str, method: AuthMethod) -> Client {
-        Client {
-            client_id: id.into(),
-            name: id.into(),
-            secret_hash: None,
-            auth_method: method,
-            redirect_uris: vec![],
-            post_logout_redirect_uris: vec![],
-            grant_types: vec![GrantType::ClientCredentials],
-            scopes: vec![],
-            resources: vec![],
-            skip_consent: false,
-            created_at: 0,
-        }
+        Client::sample(id, method, None)
     }
 
     #[test]

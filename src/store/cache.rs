@@ -70,34 +70,19 @@ impl ClientCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::client::{AuthMethod, GrantType};
+    use crate::oauth::client::AuthMethod;
     use crate::store::memory::MemoryStore;
 
     #[test]
     fn caches_until_refreshed() {
         let store = MemoryStore::default();
-        let client = Client {
-            client_id: "a".into(),
-            name: "A".into(),
-            secret_hash: Some("h1".into()),
-            auth_method: AuthMethod::ClientSecretBasic,
-            redirect_uris: vec![],
-            post_logout_redirect_uris: vec![],
-            grant_types: vec![GrantType::ClientCredentials],
-            scopes: vec![],
-            resources: vec![],
-            skip_consent: false,
-            created_at: 0,
-        };
+        let client = Client::sample("a", AuthMethod::ClientSecretBasic, Some("s"));
         store.create_client(&client).unwrap();
         let cache = ClientCache::new(Duration::from_secs(60));
         assert!(cache.cached("a").is_none());
         assert!(cache.refresh(&store, "a").unwrap().is_some());
         store.set_client_secret("a", "h2").unwrap();
-        assert_eq!(
-            cache.cached("a").unwrap().secret_hash.as_deref(),
-            Some("h1")
-        );
+        assert_eq!(cache.cached("a").unwrap().secret_hash, client.secret_hash);
         cache.refresh(&store, "a").unwrap();
         assert_eq!(
             cache.cached("a").unwrap().secret_hash.as_deref(),

@@ -156,8 +156,6 @@ impl ServerBuilder {
     }
 
     pub fn start(self) -> Server {
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
         let db_url = self
             .db_url_override
             .clone()
@@ -168,28 +166,37 @@ impl ServerBuilder {
                     self.dir.path().join("portcullis.db").display()
                 ),
             });
-        let mut env = vec![
-            ("PORTCULLIS_ISSUER".to_owned(), base.clone()),
-            ("PORTCULLIS_BIND".to_owned(), format!("127.0.0.1:{port}")),
-            ("PORTCULLIS_DATABASE_URL".to_owned(), db_url),
-            (
-                "PORTCULLIS_KEYS_DIR".to_owned(),
-                self.dir.path().join("keys").display().to_string(),
-            ),
-        ];
-        env.extend(self.env);
         let mut server = Server {
             backend: self.backend,
-            base,
-            port,
+            base: String::new(),
+            port: 0,
             log_path: self.dir.path().join("server.log"),
-            dir: self.dir,
-            env,
+            env: Vec::new(),
             child: None,
             pg: self.pg,
+            dir: self.dir,
         };
-        server.spawn();
-        server
+        // The port is picked free, then bound by the server: another process may take it in
+        // between, so try again on a new port when that happens.
+        for _ in 0..5 {
+            let port = free_port();
+            server.port = port;
+            server.base = format!("http://127.0.0.1:{port}");
+            server.env = vec![
+                ("PORTCULLIS_ISSUER".to_owned(), server.base.clone()),
+                ("PORTCULLIS_BIND".to_owned(), format!("127.0.0.1:{port}")),
+                ("PORTCULLIS_DATABASE_URL".to_owned(), db_url.clone()),
+                (
+                    "PORTCULLIS_KEYS_DIR".to_owned(),
+                    server.dir.path().join("keys").display().to_string(),
+                ),
+            ];
+            server.env.extend(self.env.iter().cloned());
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start a server on a free port: {}", server.logs());
     }
 }
 
@@ -210,7 +217,8 @@ impl Server {
         cmd
     }
 
-    fn spawn(&mut self) {
+    /// Start the process and wait until it answers; false if its port was taken.
+    fn spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -229,11 +237,16 @@ impl Server {
         loop {
             if let Ok(r) = agent().get(&self.url("/healthz")).call() {
                 if r.status() == 200 {
-                    return;
+                    return true;
                 }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("server exited with {status}: {}", self.logs());
+                let logs = self.logs();
+                if logs.contains("in use") {
+                    self.child = None;
+                    return false;
+                }
+                panic!("server exited with {status}: {logs}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -247,7 +260,11 @@ impl Server {
     /// Stop and start again with the same configuration.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "port {} was taken during the restart",
+            self.port
+        );
     }
 
     /// Stop the process.
