@@ -141,18 +141,23 @@ fn parse_alg(s: &str) -> Result<SigningAlg, String> {
     SigningAlg::parse(s).ok_or_else(|| format!("{s:?} is not RS256 or ES256"))
 }
 
-/// A command failure: the line to print.
+/// A command failure: the line to print and the exit code (1 failure, 2 usage).
 #[derive(Debug)]
-struct Failure(String);
+struct Failure(String, u8);
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure(e.to_string())
+        Failure(e.to_string(), 1)
     }
 }
 
 fn fail(msg: impl Into<String>) -> Failure {
-    Failure(msg.into())
+    Failure(msg.into(), 1)
+}
+
+/// A bad argument or configuration value: exit 2.
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure(msg.into(), 2)
 }
 
 /// Parse the command line, run it, and return the process exit code.
@@ -161,15 +166,13 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            {
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
-                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                    ExitCode::from(2)
-                } else {
-                    ExitCode::SUCCESS
-                };
+                return ExitCode::SUCCESS;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                eprintln!("error: a subcommand is required (see --help)");
+                return ExitCode::from(2);
             }
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
@@ -179,16 +182,16 @@ pub fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg)) => {
+        Err(Failure(msg, code)) => {
             let line = msg.replace('\n', " ");
             eprintln!("error: {}", line.trim_start_matches("error: "));
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let config = Config::load(cli.config.as_deref())?;
+    let config = Config::load(cli.config.as_deref()).map_err(|e| usage(e.to_string()))?;
     match cli.command {
         Command::Serve => serve(config),
         Command::Migrate => {
@@ -281,7 +284,7 @@ fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
                 skip_consent: a.skip_consent,
             };
             // Validate before touching the database.
-            let mut client = spec.into_client(opaque::random_id(), now).map_err(fail)?;
+            let mut client = spec.into_client(opaque::random_id(), now).map_err(usage)?;
             let secret = (!client.is_public()).then(opaque::random_token);
             client.secret_hash = secret.as_deref().map(opaque::hash_secret);
             let (store, _) = open_store(config)?;

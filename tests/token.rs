@@ -237,6 +237,20 @@ fn malformed_requests(b: Backend) {
     let s = Server::start(b);
     let (id, secret) = s.client(&[]);
     let auth = Some((id.as_str(), secret.as_str()));
+    // A client id no client can have (a NUL byte) is invalid_client, never a database error.
+    s.post_raw(
+        "/token",
+        "application/x-www-form-urlencoded",
+        b"grant_type=client_credentials&client_id=a%00b&client_secret=x",
+        None,
+    )
+    .assert_error(401, "invalid_client");
+    s.post_form(
+        "/token",
+        &[("grant_type", "client_credentials")],
+        Some(("a\u{0}b", "x")),
+    )
+    .assert_error(401, "invalid_client");
     // Repeated parameter.
     s.post_raw(
         "/token",

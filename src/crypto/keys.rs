@@ -69,6 +69,10 @@ impl std::fmt::Display for SigningAlg {
     }
 }
 
+/// Extra time a retired key stays published: replicas re-read keys_dir every few seconds and
+/// may sign with it until then, and clocks differ a little.
+pub const RETIRE_GRACE_SECS: i64 = 60;
+
 /// Where a key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,7 +155,9 @@ impl SigningKey {
         match self.retired_at {
             None if is_signing => KeyState::Active,
             None => KeyState::Published,
-            Some(t) if now < t.saturating_add(max_jwt_ttl) => KeyState::Published,
+            Some(t) if now < t.saturating_add(max_jwt_ttl + RETIRE_GRACE_SECS) => {
+                KeyState::Published
+            }
             Some(_) => KeyState::Retired,
         }
     }
@@ -566,11 +572,11 @@ mod tests {
                 .map(|k| k["kid"].as_str().unwrap().to_owned())
                 .collect()
         };
-        assert!(kids(2_599).contains(&old));
-        assert!(set.verifying_key(&old, 2_599).is_some());
-        assert!(!kids(2_600).contains(&old));
-        assert!(set.verifying_key(&old, 2_600).is_none());
-        assert!(kids(2_600).contains(&new));
+        assert!(kids(2_659).contains(&old));
+        assert!(set.verifying_key(&old, 2_659).is_some());
+        assert!(!kids(2_660).contains(&old));
+        assert!(set.verifying_key(&old, 2_660).is_none());
+        assert!(kids(2_660).contains(&new));
         let jwk = &set.jwks(2_000)["keys"][0];
         assert!(jwk.get("d").is_none(), "private part published");
     }

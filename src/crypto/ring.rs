@@ -44,8 +44,10 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
 impl KeyRing {
     /// Load `dir`, generating the first RS256 and ES256 keys if it has none.
     pub fn open(dir: &Path, max_jwt_ttl: i64, now: UnixTime) -> Result<Self, KeyError> {
+        // Fingerprint first: a file landing during the load then triggers another reload.
+        let fp = fingerprint(dir);
         let set = KeySet::load_or_init(dir, max_jwt_ttl, now)?;
-        let loaded = Self::render(set, fingerprint(dir), now);
+        let loaded = Self::render(set, fp, now);
         Ok(Self {
             dir: dir.to_owned(),
             max_jwt_ttl,
@@ -85,7 +87,7 @@ impl KeyRing {
             return Ok(());
         }
         let set = KeySet::load_or_init(&self.dir, self.max_jwt_ttl, now)?;
-        let loaded = Self::render(set, fingerprint(&self.dir), now);
+        let loaded = Self::render(set, fp, now);
         if let Ok(mut g) = self.current.write() {
             *g = Arc::new(loaded);
         }

@@ -24,7 +24,17 @@ pub async fn observe(
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().clone();
+    // A fixed set of labels: any token is a valid HTTP method, and each label is a new series.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "OTHER",
+    };
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let id = format!("{:016x}", rand::thread_rng().next_u64());
     let span = tracing::info_span!("request", id = %id);
@@ -37,7 +47,7 @@ pub async fn observe(
     if let Some(state) = state {
         state
             .metrics
-            .observe_request(&route, method.as_str(), status, elapsed.as_secs_f64());
+            .observe_request(&route, method, status, elapsed.as_secs_f64());
     }
     span.in_scope(|| {
         tracing::debug!(

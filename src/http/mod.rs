@@ -36,6 +36,7 @@ const KEY_REFRESH: Duration = Duration::from_secs(5);
 /// How often expired rows are purged, and how many per statement.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 const PURGE_BATCH: i64 = 1_000;
+const PURGE_ROUNDS: usize = 50;
 
 /// Shared state of every worker.
 pub struct AppState {
@@ -216,10 +217,16 @@ fn spawn_housekeeping(state: Arc<AppState>) {
                 since_purge += KEY_REFRESH;
                 if since_purge >= PURGE_EVERY {
                     since_purge = Duration::ZERO;
-                    match state.store.purge_expired(now, PURGE_BATCH) {
-                        Ok(0) => {}
-                        Ok(n) => tracing::debug!(rows = n, "purged expired rows"),
-                        Err(error) => tracing::warn!(%error, "purge failed"),
+                    // Batches until one comes back short, at most PURGE_ROUNDS per tick.
+                    for _ in 0..PURGE_ROUNDS {
+                        match state.store.purge_expired(now, PURGE_BATCH) {
+                            Ok(n) if n < PURGE_BATCH as usize => break,
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!(%error, "purge failed");
+                                break;
+                            }
+                        }
                     }
                 }
             }

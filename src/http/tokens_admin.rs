@@ -11,11 +11,11 @@ use crate::oauth::client::Client;
 use crate::oauth::client_auth::Credentials;
 use crate::oauth::issue::Issuer;
 use crate::oauth::{introspect, revoke};
-use crate::store::{RevocationStore, StoreResult};
+use crate::store::RevocationStore;
 
 /// Authenticate the client, require `token`, then run `op` on the blocking pool (it reads or
 /// writes the revocation list).
-async fn with_token<T, F>(
+async fn with_token<T, E, F>(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
@@ -23,7 +23,8 @@ async fn with_token<T, F>(
 ) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Issuer<'_>, &Client, &str, &dyn RevocationStore) -> StoreResult<T> + Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+    F: FnOnce(&Issuer<'_>, &Client, &str, &dyn RevocationStore) -> Result<T, E> + Send + 'static,
 {
     let params = form::read(&req, payload).await?;
     let creds = Credentials::extract(form::authorization(&req)?, &params)?;
@@ -33,8 +34,8 @@ where
         let keys = state.keys.current();
         op(&state.issuer(&keys), &client, &token, &*state.store)
     })
-    .await??;
-    Ok(result)
+    .await?;
+    result.map_err(Into::into)
 }
 
 /// `POST /introspect`.

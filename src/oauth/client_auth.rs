@@ -3,7 +3,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::client::{AuthMethod, Client};
+use super::client::{valid_client_id, AuthMethod, Client};
 use super::error::OAuthError;
 use super::request::Params;
 use crate::crypto::opaque;
@@ -84,8 +84,9 @@ impl Credentials {
             // RFC 6749 2.3.1: both parts are form-urlencoded before being joined.
             let id = form_decode(id);
             let secret = form_decode(secret);
-            if id.is_empty() {
-                return Err(basic());
+            if !valid_client_id(&id) {
+                // No such client can exist; also keeps NUL bytes and the like from the database.
+                return Err(fail_unknown(true));
             }
             if body_secret.is_some() {
                 return Err(OAuthError::invalid_request(
@@ -101,6 +102,9 @@ impl Credentials {
                 client_id: id,
                 secret,
             });
+        }
+        if body_id.is_some_and(|id| !valid_client_id(id)) {
+            return Err(fail_unknown(false));
         }
         match (body_id, body_secret) {
             (Some(id), Some(secret)) => Ok(Credentials::Post {
@@ -145,6 +149,10 @@ impl Credentials {
     }
 }
 
+fn fail_unknown(used_basic: bool) -> OAuthError {
+    OAuthError::invalid_client("client authentication failed").with_basic(used_basic)
+}
+
 const DUMMY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn form_decode(s: &str) -> String {
@@ -169,14 +177,17 @@ mod tests {
     #[test]
     fn basic_is_form_decoded() {
         let c =
-            Credentials::extract(Some(&basic("c%3A1", "s+e%25cret")), &Params::default()).unwrap();
+            Credentials::extract(Some(&basic("c%7E1", "s+e%25cret")), &Params::default()).unwrap();
         assert_eq!(
             c,
             Credentials::Basic {
-                client_id: "c:1".into(),
+                client_id: "c~1".into(),
                 secret: "s e%cret".into()
             }
         );
+        // An id no client can have is refused before any lookup.
+        let e = Credentials::extract(Some(&basic("c%3A1", "x")), &Params::default()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidClient);
     }
 
     #[test]

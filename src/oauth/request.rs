@@ -1,6 +1,7 @@
 //! Form parameters and the typed token request.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use super::error::OAuthError;
 use super::scope::Scope;
@@ -18,11 +19,12 @@ impl Params {
     /// `invalid_request`; a parameter sent without a value counts as omitted (RFC 6749 3.1).
     pub fn parse(input: &[u8]) -> Result<Self, OAuthError> {
         let mut out: Vec<(String, String)> = Vec::new();
+        let mut seen: HashSet<Cow<'_, str>> = HashSet::new();
         for (k, v) in form_urlencoded::parse(input) {
             if v.is_empty() {
                 continue;
             }
-            if !MULTI_VALUED.contains(&k.as_ref()) && out.iter().any(|(seen, _)| *seen == k) {
+            if !MULTI_VALUED.contains(&k.as_ref()) && !seen.insert(k.clone()) {
                 return Err(OAuthError::invalid_request(format!(
                     "parameter '{}' is repeated",
                     printable(&k)

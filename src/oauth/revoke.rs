@@ -1,34 +1,39 @@
 //! RFC 7009 token revocation.
 
 use super::client::Client;
+use super::error::OAuthError;
 use super::issue::Issuer;
-use crate::store::{RevocationStore, StoreResult};
+use crate::store::RevocationStore;
 
-/// What revocation did; the HTTP answer is 200 either way (RFC 7009 2.2).
+/// What revocation did; the HTTP answer is 200 for both (RFC 7009 2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revocation {
     /// The token was ours, the caller's, and is now revoked.
     Revoked,
-    /// Unknown, invalid, expired or another client's token: nothing changed.
+    /// Unknown, invalid or expired: nothing to do.
     Ignored,
 }
 
 /// Revoke `token` for the authenticated `caller`. `token_type_hint` only orders the search
 /// (RFC 7009 2.1), and until refresh tokens exist there is one kind to search, so it is ignored.
-/// A token issued to another client is not revoked (RFC 7009 2.1: the server verifies the token
-/// was issued to the client making the request).
+/// A valid token issued to another client is refused with `unauthorized_client` and left alone
+/// (RFC 7009 2.1: the server verifies the token was issued to the client making the request and
+/// otherwise refuses the request).
 pub fn revoke(
     issuer: &Issuer<'_>,
     caller: &Client,
     token: &str,
     revocations: &dyn RevocationStore,
-) -> StoreResult<Revocation> {
+) -> Result<Revocation, OAuthError> {
     match issuer.verify_access_token(token) {
         Some(claims) if claims.client_id == caller.client_id => {
             revocations.revoke_jti(&claims.jti, claims.exp)?;
             Ok(Revocation::Revoked)
         }
-        _ => Ok(Revocation::Ignored),
+        Some(_) => Err(OAuthError::unauthorized_client(
+            "the token was not issued to this client",
+        )),
+        None => Ok(Revocation::Ignored),
     }
 }
 
@@ -84,8 +89,8 @@ mod tests {
         );
 
         assert_eq!(
-            revoke(&at(1_001), &b, t, &store).unwrap(),
-            Revocation::Ignored
+            revoke(&at(1_001), &b, t, &store).unwrap_err().code,
+            crate::oauth::error::ErrorCode::UnauthorizedClient
         );
         assert!(introspect(&at(1_001), &a, t, &store).unwrap().active);
         assert_eq!(

@@ -29,13 +29,14 @@ impl Scope {
     /// Parse a space-delimited scope string; a malformed token is `invalid_scope`.
     pub fn parse(s: &str) -> Result<Self, OAuthError> {
         let mut out: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for token in s.split(' ').filter(|t| !t.is_empty()) {
             if !is_scope_token(token) {
                 return Err(OAuthError::invalid_scope(
                     "scope contains a malformed value",
                 ));
             }
-            if !out.iter().any(|t| t == token) {
+            if seen.insert(token) {
                 out.push(token.to_owned());
             }
         }
