@@ -13,10 +13,12 @@ use serde_json::{json, Value};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::keys::{self, KeySet, SigningAlg};
-use crate::crypto::opaque;
+use crate::crypto::{opaque, password};
 use crate::oauth::client::{AuthMethod, Client, ClientSpec, GrantType};
+use crate::oauth::scope::is_scope_token;
+use crate::oauth::user::{check_password_policy, normalize_username, User};
 use crate::store::db::DbStore;
-use crate::store::{ClientStore, StoreError};
+use crate::store::{ClientStore, StoreError, UserStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +46,61 @@ enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage people who sign in.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a person.
+    Create {
+        /// Sign-in name (a-z 0-9 . _ - @ +, stored lower-case).
+        #[arg(long)]
+        username: String,
+        /// Email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Full name.
+        #[arg(long)]
+        name: Option<String>,
+        /// A role (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Read the password from standard input (one trailing newline is stripped).
+        #[arg(long = "password-stdin")]
+        password_stdin: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List people.
+    List(JsonFlag),
+    /// Show one person.
+    Show(UserName),
+    /// Set a password, read from standard input.
+    SetPassword {
+        /// Username.
+        username: String,
+        /// Read the password from standard input (required).
+        #[arg(long = "password-stdin", required = true)]
+        password_stdin: bool,
+    },
+    /// Refuse every sign-in until unlocked.
+    Lock(UserName),
+    /// Allow sign-in again, ending any lockout.
+    Unlock(UserName),
+    /// Delete a person with their sessions and consents.
+    Delete(UserName),
+}
+
+#[derive(Debug, Args)]
+struct UserName {
+    /// Username.
+    username: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +258,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Client(cmd) => client(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
+        Command::User(cmd) => user_cmd(&config, cmd),
     }
 }
 
@@ -421,5 +479,173 @@ fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
                 Ok(())
             }
         }
+    }
+}
+
+/// `--password-stdin`: all of standard input, less one trailing newline.
+fn read_password(username: &str) -> Result<String, Failure> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .map_err(|e| usage(format!("cannot read the password from stdin: {e}")))?;
+    let password = input
+        .strip_suffix("\r\n")
+        .or_else(|| input.strip_suffix('\n'))
+        .unwrap_or(&input)
+        .to_owned();
+    check_password_policy(&password, username).map_err(usage)?;
+    password::hash_password(&password).map_err(fail)
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id,
+        "username": u.username,
+        "email": u.email,
+        "name": u.name,
+        "roles": u.roles,
+        "locked": u.locked,
+        "locked_until": u.locked_until,
+        "has_password": u.password_hash.is_some(),
+        "created_at": u.created_at,
+    })
+}
+
+fn print_user(u: &User) {
+    println!("id:       {}", u.id);
+    println!("username: {}", u.username);
+    println!("email:    {}", u.email.as_deref().unwrap_or("-"));
+    println!("name:     {}", u.name.as_deref().unwrap_or("-"));
+    println!(
+        "roles:    {}",
+        if u.roles.is_empty() {
+            "-".into()
+        } else {
+            u.roles.join(" ")
+        }
+    );
+    println!("locked:   {}", u.locked);
+}
+
+fn find_user(store: &DbStore, name: &str) -> Result<User, Failure> {
+    let username = normalize_username(name).map_err(usage)?;
+    store
+        .find_user_by_username(&username)?
+        .ok_or_else(|| fail(format!("no user {username}")))
+}
+
+fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
+    let now = SystemClock.now();
+    match cmd {
+        UserCommand::Create {
+            username,
+            email,
+            name,
+            roles,
+            password_stdin,
+            json,
+        } => {
+            let username = normalize_username(&username).map_err(usage)?;
+            if let Some(e) = &email {
+                if !e.contains('@') || e.len() > 254 || e.chars().any(char::is_whitespace) {
+                    return Err(usage(format!("--email {e:?} is not an email address")));
+                }
+            }
+            if let Some(r) = roles.iter().find(|r| !is_scope_token(r)) {
+                return Err(usage(format!("--role {r:?} is not a valid role name")));
+            }
+            let password_hash = if password_stdin {
+                Some(read_password(&username)?)
+            } else {
+                None
+            };
+            let user = User {
+                id: opaque::random_id(),
+                username,
+                email,
+                name: name.filter(|n| !n.trim().is_empty()),
+                roles,
+                password_hash,
+                locked: false,
+                failed_logins: 0,
+                locked_until: None,
+                created_at: now,
+            };
+            let (store, _) = open_store(config)?;
+            match store.create_user(&user) {
+                Err(StoreError::Conflict) => {
+                    return Err(fail(format!("user {} already exists", user.username)))
+                }
+                other => other?,
+            }
+            if json {
+                print_json(&user_json(&user))
+            } else {
+                print_user(&user);
+                Ok(())
+            }
+        }
+        UserCommand::List(f) => {
+            let (store, _) = open_store(config)?;
+            let users = store.list_users()?;
+            if f.json {
+                print_json(&Value::Array(users.iter().map(user_json).collect()))
+            } else {
+                for u in &users {
+                    println!(
+                        "{}\t{}\t{}",
+                        u.username,
+                        u.id,
+                        u.email.as_deref().unwrap_or("-")
+                    );
+                }
+                Ok(())
+            }
+        }
+        UserCommand::Show(u) => {
+            let (store, _) = open_store(config)?;
+            let user = find_user(&store, &u.username)?;
+            if u.json {
+                print_json(&user_json(&user))
+            } else {
+                print_user(&user);
+                Ok(())
+            }
+        }
+        UserCommand::SetPassword { username, .. } => {
+            let username = normalize_username(&username).map_err(usage)?;
+            let hash = read_password(&username)?;
+            let (store, _) = open_store(config)?;
+            let user = find_user(&store, &username)?;
+            store.set_password(&user.id, &hash)?;
+            println!("password set for {}", user.username);
+            Ok(())
+        }
+        UserCommand::Lock(u) => lock_user(config, &u, true),
+        UserCommand::Unlock(u) => lock_user(config, &u, false),
+        UserCommand::Delete(u) => {
+            let (store, _) = open_store(config)?;
+            let user = find_user(&store, &u.username)?;
+            store.delete_user(&user.id)?;
+            if u.json {
+                print_json(&json!({"username": user.username, "deleted": true}))
+            } else {
+                println!("deleted user {}", user.username);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn lock_user(config: &Config, u: &UserName, locked: bool) -> Result<(), Failure> {
+    let (store, _) = open_store(config)?;
+    let user = find_user(&store, &u.username)?;
+    store.set_locked(&user.id, locked)?;
+    let user = find_user(&store, &u.username)?;
+    if u.json {
+        print_json(&user_json(&user))
+    } else {
+        let what = if locked { "locked" } else { "unlocked" };
+        println!("{what} user {}", user.username);
+        Ok(())
     }
 }

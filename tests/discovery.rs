@@ -21,19 +21,39 @@ fn discovery_documents(b: Backend) {
         ("jwks_uri", "/jwks"),
         ("introspection_endpoint", "/introspect"),
         ("revocation_endpoint", "/revoke"),
+        ("authorization_endpoint", "/authorize"),
+        ("userinfo_endpoint", "/userinfo"),
     ] {
         assert_eq!(d[key], format!("{}{path}", s.base), "{key}");
     }
     assert_eq!(
         d["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!(["authorization_code", "client_credentials"])
     );
+    assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(
+        d["prompt_values_supported"],
+        serde_json::json!(["none", "login", "consent"])
+    );
+    assert!(d["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"openid".into()));
     assert!(d["token_endpoint_auth_methods_supported"]
         .as_array()
         .unwrap()
         .contains(&"client_secret_basic".into()));
-    // Only what is implemented: no authorization endpoint yet.
-    assert!(d.get("authorization_endpoint").is_none());
+    // Only what is implemented: no refresh tokens or logout yet.
+    assert!(d.get("end_session_endpoint").is_none());
+    assert!(!d["grant_types_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&"refresh_token".into()));
 }
 
 fn jwks_publishes_public_keys_only(b: Backend) {

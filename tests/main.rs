@@ -10,4 +10,5 @@ mod introspection;
 mod logging;
 mod robustness;
 mod schema;
+mod signin;
 mod token;

@@ -3,5 +3,6 @@
 pub mod jwt;
 pub mod keys;
 pub mod opaque;
+pub mod password;
 pub mod provider;
 pub mod ring;

@@ -1,10 +1,12 @@
 //! The HTTP layer: actix-web handlers that translate HTTP to protocol calls and back.
 
+mod authorize;
 mod discovery;
 pub mod error;
 mod form;
 mod middleware;
 mod ops;
+mod pages;
 mod token;
 mod tokens_admin;
 
@@ -134,6 +136,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(discovery::jwks))
                 .default_service(web::to(|| method_not_allowed(&[Method::GET]))),
         )
+        .service(
+            web::resource(paths::AUTHORIZE)
+                .route(web::get().to(authorize::authorize))
+                .route(web::post().to(authorize::authorize))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+        )
+        .service(post_only(paths::LOGIN, authorize::login))
+        .service(post_only(paths::CONSENT, authorize::consent))
+        .service(
+            web::resource(paths::USERINFO)
+                .route(web::get().to(authorize::userinfo))
+                .route(web::post().to(authorize::userinfo))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+        )
+        .route("/static/portcullis.css", web::get().to(pages::stylesheet))
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics));

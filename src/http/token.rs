@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::ApiError;
 use super::{authenticate_client, form, AppState};
 use crate::oauth::client_auth::Credentials;
-use crate::oauth::grants::client_credentials;
+use crate::oauth::grants::{authorization_code, client_credentials};
 use crate::oauth::request::TokenRequest;
 
 /// `POST /token`: authenticate the client, type the request by grant, run the grant.
@@ -19,10 +19,20 @@ pub async fn token(
     let creds = Credentials::extract(form::authorization(&req)?, &params)?;
     let client = authenticate_client(&state, &creds).await?;
     let request = TokenRequest::from_params(&params)?;
-    let keys = state.keys.current();
-    let issuer = state.issuer(&keys);
     let (response, issued) = match &request {
-        TokenRequest::ClientCredentials(r) => client_credentials::exchange(&issuer, &client, r)?,
+        // No database: stays on the async worker.
+        TokenRequest::ClientCredentials(r) => {
+            let keys = state.keys.current();
+            client_credentials::exchange(&state.issuer(&keys), &client, r)?
+        }
+        TokenRequest::AuthorizationCode(r) => {
+            let (st, r) = (state.clone(), r.clone());
+            web::block(move || {
+                let keys = st.keys.current();
+                authorization_code::exchange(&st.issuer(&keys), &client, &r, &*st.store)
+            })
+            .await??
+        }
     };
     state
         .metrics

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::crypto::keys::SigningAlg;
+use crate::oauth::scope::OIDC_SCOPES;
 
 /// Paths of the endpoints, relative to the issuer.
 pub mod paths {
@@ -14,6 +15,14 @@ pub mod paths {
     pub const INTROSPECT: &str = "/introspect";
     /// RFC 7009.
     pub const REVOKE: &str = "/revoke";
+    /// RFC 6749 3.1.
+    pub const AUTHORIZE: &str = "/authorize";
+    /// OIDC Core 5.3.
+    pub const USERINFO: &str = "/userinfo";
+    /// The login form posts here.
+    pub const LOGIN: &str = "/login";
+    /// The consent form posts here.
+    pub const CONSENT: &str = "/consent";
 }
 
 /// The metadata document for `issuer` (used for both well-known paths).
@@ -27,7 +36,22 @@ pub fn metadata(issuer: &str) -> Value {
         "jwks_uri": format!("{base}{}", paths::JWKS),
         "introspection_endpoint": format!("{base}{}", paths::INTROSPECT),
         "revocation_endpoint": format!("{base}{}", paths::REVOKE),
-        "grant_types_supported": ["client_credentials"],
+        "authorization_endpoint": format!("{base}{}", paths::AUTHORIZE),
+        "userinfo_endpoint": format!("{base}{}", paths::USERINFO),
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": OIDC_SCOPES,
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp",
+            "at_hash", "amr", "acr", "name", "preferred_username", "email"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_parameter_supported": false,
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,

@@ -26,6 +26,14 @@ pub enum ErrorCode {
     AccessDenied,
     /// The response type is not supported.
     UnsupportedResponseType,
+    /// OIDC: `prompt=none` and nobody is signed in.
+    LoginRequired,
+    /// OIDC: `prompt=none` and consent is needed.
+    ConsentRequired,
+    /// RFC 6750 3.1: the access token is invalid (userinfo).
+    InvalidToken,
+    /// RFC 6750 3.1: the token lacks the scope.
+    InsufficientScope,
     /// OIDC: `request` objects are not supported.
     RequestNotSupported,
     /// OIDC: `request_uri` is not supported.
@@ -41,7 +49,8 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             // RFC 6749 5.2: 401 for invalid_client (the handler adds WWW-Authenticate).
-            ErrorCode::InvalidClient => 401,
+            ErrorCode::InvalidClient | ErrorCode::InvalidToken => 401,
+            ErrorCode::InsufficientScope => 403,
             ErrorCode::TemporarilyUnavailable => 503,
             ErrorCode::ServerError => 500,
             _ => 400,
@@ -61,6 +70,10 @@ impl ErrorCode {
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::AccessDenied => "access_denied",
             ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",

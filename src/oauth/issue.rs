@@ -68,6 +68,66 @@ pub struct AccessTokenClaims {
     /// Authentication methods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amr: Option<Vec<String>>,
+    /// The person's roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// How a person signed in, for the tokens of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SignIn<'a> {
+    /// When.
+    pub auth_time: UnixTime,
+    /// How (`pwd`, `otp`, `mfa`, `fed`).
+    pub amr: &'a [String],
+    /// Their roles.
+    pub roles: &'a [String],
+}
+
+/// The `acr` for a set of `amr` values.
+pub fn acr_for(amr: &[String]) -> &'static str {
+    if amr.iter().any(|a| a == "mfa") {
+        "urn:portcullis:acr:mfa"
+    } else {
+        "urn:portcullis:acr:sfa"
+    }
+}
+
+/// OIDC Core 2 ID token claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// Our issuer.
+    pub iss: String,
+    /// The user id.
+    pub sub: String,
+    /// The client id.
+    pub aud: String,
+    /// Expiry.
+    pub exp: UnixTime,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// When the person signed in.
+    pub auth_time: UnixTime,
+    /// The request's nonce.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Authorized party: the client.
+    pub azp: String,
+    /// OIDC Core 3.1.3.6: left half of SHA-256 of the access token, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    /// Authentication methods.
+    pub amr: Vec<String>,
+    /// Authentication context class.
+    pub acr: String,
+}
+
+/// OIDC Core 3.1.3.6 `at_hash` for SHA-256-based algorithms.
+pub fn at_hash(access_token: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(access_token.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 /// RFC 6749 5.1 successful token response.
@@ -82,6 +142,9 @@ pub struct TokenResponse {
     /// Granted scope (always sent, RFC 6749 5.1 allows omitting it only when unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// OIDC ID token, when `openid` was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// What signing an access token produced (for metrics and later revocation bookkeeping).
@@ -111,28 +174,34 @@ pub struct Issuer<'a> {
 }
 
 impl Issuer<'_> {
-    /// Sign an access token for `sub` / `client_id` with `scope` and `aud`.
+    /// Sign an access token for `sub` / `client_id` with `scope` and `aud`; `jti` when the
+    /// caller recorded it beforehand, `person` for tokens of a signed-in person.
     pub fn access_token(
         &self,
         sub: &str,
         client_id: &str,
         scope: &Scope,
         aud: Audience,
+        jti: Option<String>,
+        person: Option<SignIn<'_>>,
     ) -> Result<IssuedAccessToken, OAuthError> {
         let alg = self.tokens.access_token_alg;
-        let exp = self.now + i64::from(self.tokens.access_token_ttl_secs);
+        let exp = self.access_exp();
         let claims = AccessTokenClaims {
             iss: self.issuer.to_owned(),
             sub: sub.to_owned(),
             aud,
             client_id: client_id.to_owned(),
             scope: (!scope.is_empty()).then(|| scope.to_string()),
-            jti: opaque::random_id(),
+            jti: jti.unwrap_or_else(opaque::random_id),
             iat: self.now,
             exp,
-            auth_time: None,
-            acr: None,
-            amr: None,
+            auth_time: person.map(|p| p.auth_time),
+            acr: person.map(|p| acr_for(p.amr).to_owned()),
+            amr: person.map(|p| p.amr.to_vec()),
+            roles: person
+                .filter(|p| !p.roles.is_empty())
+                .map(|p| p.roles.to_vec()),
         };
         let token = jwt::sign(self.keys, alg, ACCESS_TOKEN_TYP, &claims)
             .map_err(|e| OAuthError::server_error(e.to_string()))?;
@@ -142,6 +211,37 @@ impl Issuer<'_> {
             exp,
             alg,
         })
+    }
+
+    /// When an access token issued now expires.
+    pub fn access_exp(&self) -> UnixTime {
+        self.now + i64::from(self.tokens.access_token_ttl_secs)
+    }
+
+    /// Sign an ID token (RS256) for `sub` and `client_id`.
+    pub fn id_token(
+        &self,
+        sub: &str,
+        client_id: &str,
+        nonce: Option<&str>,
+        person: SignIn<'_>,
+        access_token: &str,
+    ) -> Result<String, OAuthError> {
+        let claims = IdTokenClaims {
+            iss: self.issuer.to_owned(),
+            sub: sub.to_owned(),
+            aud: client_id.to_owned(),
+            exp: self.now + i64::from(self.tokens.id_token_ttl_secs),
+            iat: self.now,
+            auth_time: person.auth_time,
+            nonce: nonce.map(str::to_owned),
+            azp: client_id.to_owned(),
+            at_hash: Some(at_hash(access_token)),
+            amr: person.amr.to_vec(),
+            acr: acr_for(person.amr).to_owned(),
+        };
+        jwt::sign(self.keys, SigningAlg::RS256, "JWT", &claims)
+            .map_err(|e| OAuthError::server_error(e.to_string()))
     }
 
     /// Verify one of our access tokens (signature, `typ`, `iss`, expiry); `None` if invalid.

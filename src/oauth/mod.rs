@@ -1,5 +1,6 @@
 //! The protocol layer: typed requests, rules and decisions. No HTTP framework, no database.
 
+pub mod authorize;
 pub mod client;
 pub mod client_auth;
 pub mod discovery;
@@ -7,8 +8,11 @@ pub mod error;
 pub mod grants;
 pub mod introspect;
 pub mod issue;
+pub mod pkce;
 pub mod request;
 pub mod revoke;
 pub mod scope;
+pub mod user;
+pub mod userinfo;
 
 pub use error::{ErrorCode, OAuthError};

@@ -89,6 +89,28 @@ fn printable(s: &str) -> Cow<'_, str> {
 pub enum TokenRequest {
     /// RFC 6749 4.4.
     ClientCredentials(ClientCredentialsRequest),
+    /// RFC 6749 4.1.3 with RFC 7636.
+    AuthorizationCode(AuthorizationCodeRequest),
+}
+
+/// RFC 6749 4.1.3 plus RFC 7636 4.5.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthorizationCodeRequest {
+    /// The code.
+    pub code: String,
+    /// Must equal the authorization request's.
+    pub redirect_uri: Option<String>,
+    /// PKCE verifier.
+    pub code_verifier: Option<String>,
+}
+
+impl std::fmt::Debug for AuthorizationCodeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The code and verifier are secrets.
+        f.debug_struct("AuthorizationCodeRequest")
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
 }
 
 /// RFC 6749 4.4.2 plus RFC 8707 `resource`.
@@ -105,6 +127,7 @@ impl TokenRequest {
     pub fn grant_type(&self) -> &'static str {
         match self {
             TokenRequest::ClientCredentials(_) => "client_credentials",
+            TokenRequest::AuthorizationCode(_) => "authorization_code",
         }
     }
 
@@ -114,6 +137,11 @@ impl TokenRequest {
             "client_credentials" => Ok(TokenRequest::ClientCredentials(ClientCredentialsRequest {
                 scope: params.get("scope").map(Scope::parse).transpose()?,
                 resources: parse_resources(params)?,
+            })),
+            "authorization_code" => Ok(TokenRequest::AuthorizationCode(AuthorizationCodeRequest {
+                code: params.require("code")?.to_owned(),
+                redirect_uri: params.get("redirect_uri").map(str::to_owned),
+                code_verifier: params.get("code_verifier").map(str::to_owned),
             })),
             other => Err(OAuthError::unsupported_grant_type(format!(
                 "grant_type '{}' is not supported",
@@ -164,7 +192,9 @@ mod tests {
             ("scope", "a b"),
         ]))
         .unwrap();
-        let TokenRequest::ClientCredentials(cc) = req;
+        let TokenRequest::ClientCredentials(cc) = req else {
+            panic!("wrong grant")
+        };
         assert_eq!(cc.scope.unwrap().to_string(), "a b");
         let e = TokenRequest::from_params(&Params::from_pairs([("grant_type", "password")]))
             .unwrap_err();

@@ -9,11 +9,15 @@ use diesel::r2d2::{self, ManageConnection, PooledConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use super::schema::{clients, revoked_tokens};
-use super::{ClientStore, Maintenance, RevocationStore, StoreError, StoreResult};
+use super::schema::{authorization_codes, clients, consents, revoked_tokens, sessions, users};
+use super::{
+    ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, RevocationStore, Session,
+    SessionStore, StoreError, StoreResult, UserStore,
+};
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
 use crate::oauth::client::{AuthMethod, Client};
+use crate::oauth::user::User;
 
 /// SQLite migrations; `migrations/postgres` has the same names and reaches the same schema.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -292,17 +296,392 @@ impl Maintenance for DbStore {
     fn purge_expired(&self, now: UnixTime, batch: i64) -> StoreResult<usize> {
         // Bounded batches keep each statement (and its locks) short.
         let mut conn = self.conn()?;
-        let expired: Vec<String> = revoked_tokens::table
+        let jtis: Vec<String> = revoked_tokens::table
             .select(revoked_tokens::jti)
             .filter(revoked_tokens::expires_at.lt(now))
             .limit(batch)
             .load(&mut *conn)
             .map_err(db_err)?;
-        if expired.is_empty() {
-            return Ok(0);
+        let mut n = 0;
+        if !jtis.is_empty() {
+            n += diesel::delete(revoked_tokens::table.filter(revoked_tokens::jti.eq_any(&jtis)))
+                .execute(&mut *conn)
+                .map_err(db_err)?;
         }
-        diesel::delete(revoked_tokens::table.filter(revoked_tokens::jti.eq_any(&expired)))
+        let sessions: Vec<String> = sessions::table
+            .select(sessions::id_hash)
+            .filter(sessions::expires_at.lt(now))
+            .limit(batch)
+            .load(&mut *conn)
+            .map_err(db_err)?;
+        if !sessions.is_empty() {
+            n += diesel::delete(sessions::table.filter(sessions::id_hash.eq_any(&sessions)))
+                .execute(&mut *conn)
+                .map_err(db_err)?;
+        }
+        // Codes are kept past expiry while the token they issued may live, to detect replays.
+        let codes: Vec<String> = authorization_codes::table
+            .select(authorization_codes::code_hash)
+            .filter(authorization_codes::expires_at.lt(now - CODE_RETENTION_SECS))
+            .limit(batch)
+            .load(&mut *conn)
+            .map_err(db_err)?;
+        if !codes.is_empty() {
+            n += diesel::delete(
+                authorization_codes::table.filter(authorization_codes::code_hash.eq_any(&codes)),
+            )
             .execute(&mut *conn)
+            .map_err(db_err)?;
+        }
+        Ok(n)
+    }
+}
+
+/// How long a used or expired code row is kept, to recognise a replay (one day).
+const CODE_RETENTION_SECS: i64 = 86_400;
+
+type UserRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    bool,
+    i32,
+    Option<i64>,
+    i64,
+);
+
+fn row_to_user(r: UserRow) -> StoreResult<User> {
+    Ok(User {
+        id: r.0,
+        username: r.1,
+        email: r.2,
+        name: r.3,
+        roles: serde_json::from_str(&r.4)
+            .map_err(|e| StoreError::Database(format!("users.roles: {e}")))?,
+        password_hash: r.5,
+        locked: r.6,
+        failed_logins: r.7,
+        locked_until: r.8,
+        created_at: r.9,
+    })
+}
+
+impl UserStore for DbStore {
+    fn create_user(&self, u: &User) -> StoreResult<()> {
+        use users::dsl as t;
+        diesel::insert_into(users::table)
+            .values((
+                t::id.eq(&u.id),
+                t::username.eq(&u.username),
+                t::email.eq(&u.email),
+                t::name.eq(&u.name),
+                t::roles.eq(to_json(&u.roles)),
+                t::password_hash.eq(&u.password_hash),
+                t::locked.eq(u.locked),
+                t::failed_logins.eq(u.failed_logins),
+                t::locked_until.eq(u.locked_until),
+                t::created_at.eq(u.created_at),
+            ))
+            .execute(&mut *self.conn()?)
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn find_user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        users::table
+            .filter(users::username.eq(username))
+            .first::<UserRow>(&mut *self.conn()?)
+            .optional()
+            .map_err(db_err)?
+            .map(row_to_user)
+            .transpose()
+    }
+
+    fn find_user(&self, id: &str) -> StoreResult<Option<User>> {
+        users::table
+            .find(id)
+            .first::<UserRow>(&mut *self.conn()?)
+            .optional()
+            .map_err(db_err)?
+            .map(row_to_user)
+            .transpose()
+    }
+
+    fn list_users(&self) -> StoreResult<Vec<User>> {
+        users::table
+            .order(users::username)
+            .load::<UserRow>(&mut *self.conn()?)
+            .map_err(db_err)?
+            .into_iter()
+            .map(row_to_user)
+            .collect()
+    }
+
+    fn delete_user(&self, id: &str) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(c)?;
+            diesel::delete(consents::table.filter(consents::user_id.eq(id))).execute(c)?;
+            diesel::delete(users::table.find(id)).execute(c)
+        })
+        .map(|n| n > 0)
+        .map_err(db_err)
+    }
+
+    fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool> {
+        diesel::update(users::table.find(id))
+            .set(users::password_hash.eq(Some(hash)))
+            .execute(&mut *self.conn()?)
+            .map(|n| n > 0)
             .map_err(db_err)
+    }
+
+    fn set_locked(&self, id: &str, locked: bool) -> StoreResult<bool> {
+        let target = users::table.find(id);
+        let n = if locked {
+            diesel::update(target)
+                .set(users::locked.eq(true))
+                .execute(&mut *self.conn()?)
+        } else {
+            diesel::update(target)
+                .set((
+                    users::locked.eq(false),
+                    users::failed_logins.eq(0),
+                    users::locked_until.eq(None::<i64>),
+                ))
+                .execute(&mut *self.conn()?)
+        };
+        n.map(|n| n > 0).map_err(db_err)
+    }
+
+    fn record_login_failure(
+        &self,
+        id: &str,
+        now: UnixTime,
+        max: u32,
+        lockout_secs: u32,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        conn.transaction(|c| {
+            diesel::update(users::table.find(id))
+                .set(users::failed_logins.eq(users::failed_logins + 1))
+                .execute(c)?;
+            diesel::update(users::table.find(id).filter(users::failed_logins.ge(max)))
+                .set((
+                    users::failed_logins.eq(0),
+                    users::locked_until.eq(Some(now + i64::from(lockout_secs))),
+                ))
+                .execute(c)
+        })
+        .map(|_| ())
+        .map_err(db_err)
+    }
+
+    fn record_login_success(&self, id: &str) -> StoreResult<()> {
+        diesel::update(users::table.find(id).filter(users::failed_logins.ne(0)))
+            .set(users::failed_logins.eq(0))
+            .execute(&mut *self.conn()?)
+            .map(|_| ())
+            .map_err(db_err)
+    }
+}
+
+impl SessionStore for DbStore {
+    fn create_session(&self, id_hash: &str, s: &Session, now: UnixTime) -> StoreResult<()> {
+        diesel::insert_into(sessions::table)
+            .values((
+                sessions::id_hash.eq(id_hash),
+                sessions::user_id.eq(&s.user_id),
+                sessions::auth_time.eq(s.auth_time),
+                sessions::amr.eq(to_json(&s.amr)),
+                sessions::last_seen.eq(now),
+                sessions::expires_at.eq(s.expires_at),
+            ))
+            .execute(&mut *self.conn()?)
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    fn find_session(
+        &self,
+        id_hash: &str,
+        now: UnixTime,
+        idle_secs: i64,
+    ) -> StoreResult<Option<Session>> {
+        let mut conn = self.conn()?;
+        let row = sessions::table
+            .find(id_hash)
+            .filter(sessions::expires_at.gt(now))
+            .filter(sessions::last_seen.gt(now - idle_secs))
+            .select((
+                sessions::user_id,
+                sessions::auth_time,
+                sessions::amr,
+                sessions::expires_at,
+                sessions::last_seen,
+            ))
+            .first::<(String, i64, String, i64, i64)>(&mut *conn)
+            .optional()
+            .map_err(db_err)?;
+        let Some((user_id, auth_time, amr, expires_at, last_seen)) = row else {
+            return Ok(None);
+        };
+        // Touch at most once a minute: idle expiry needs no finer clock, and reads stay reads.
+        if now - last_seen >= 60 {
+            diesel::update(sessions::table.find(id_hash))
+                .set(sessions::last_seen.eq(now))
+                .execute(&mut *conn)
+                .map_err(db_err)?;
+        }
+        Ok(Some(Session {
+            user_id,
+            auth_time,
+            amr: from_json("sessions.amr", &amr)?,
+            expires_at,
+        }))
+    }
+
+    fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        diesel::delete(sessions::table.find(id_hash))
+            .execute(&mut *self.conn()?)
+            .map(|_| ())
+            .map_err(db_err)
+    }
+}
+
+type CodeRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+impl CodeStore for DbStore {
+    fn save_code(&self, c: &CodeRecord) -> StoreResult<()> {
+        use authorization_codes::dsl as t;
+        diesel::insert_into(authorization_codes::table)
+            .values((
+                t::code_hash.eq(&c.code_hash),
+                t::client_id.eq(&c.client_id),
+                t::redirect_uri.eq(&c.redirect_uri),
+                t::user_id.eq(&c.user_id),
+                t::session_hash.eq(&c.session_hash),
+                t::scope.eq(&c.scope),
+                t::nonce.eq(&c.nonce),
+                t::code_challenge.eq(&c.code_challenge),
+                t::auth_time.eq(c.auth_time),
+                t::amr.eq(to_json(&c.amr)),
+                t::expires_at.eq(c.expires_at),
+            ))
+            .execute(&mut *self.conn()?)
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    fn find_code(&self, code_hash: &str) -> StoreResult<Option<CodeRecord>> {
+        let row = authorization_codes::table
+            .find(code_hash)
+            .first::<CodeRow>(&mut *self.conn()?)
+            .optional()
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok(CodeRecord {
+                code_hash: r.0,
+                client_id: r.1,
+                redirect_uri: r.2,
+                user_id: r.3,
+                session_hash: r.4,
+                scope: r.5,
+                nonce: r.6,
+                code_challenge: r.7,
+                auth_time: r.8,
+                amr: from_json("authorization_codes.amr", &r.9)?,
+                expires_at: r.10,
+                consumed_at: r.11,
+                access_jti: r.12,
+                access_exp: r.13,
+            })
+        })
+        .transpose()
+    }
+
+    fn consume_code(
+        &self,
+        code_hash: &str,
+        now: UnixTime,
+        jti: &str,
+        jti_exp: UnixTime,
+    ) -> StoreResult<bool> {
+        use authorization_codes::dsl as t;
+        // One statement: of N concurrent redemptions exactly one updates the row.
+        let n = diesel::update(
+            authorization_codes::table
+                .find(code_hash)
+                .filter(t::consumed_at.is_null()),
+        )
+        .set((
+            t::consumed_at.eq(Some(now)),
+            t::access_jti.eq(Some(jti)),
+            t::access_exp.eq(Some(jti_exp)),
+        ))
+        .execute(&mut *self.conn()?)
+        .map_err(db_err)?;
+        Ok(n == 1)
+    }
+}
+
+impl ConsentStore for DbStore {
+    fn granted_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>> {
+        let scope = consents::table
+            .find((user_id, client_id))
+            .select(consents::scope)
+            .first::<String>(&mut *self.conn()?)
+            .optional()
+            .map_err(db_err)?;
+        Ok(scope
+            .map(|s| {
+                s.split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[String],
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            diesel::delete(consents::table.find((user_id, client_id))).execute(c)?;
+            diesel::insert_into(consents::table)
+                .values((
+                    consents::user_id.eq(user_id),
+                    consents::client_id.eq(client_id),
+                    consents::scope.eq(scopes.join(" ")),
+                    consents::granted_at.eq(now),
+                ))
+                .execute(c)
+        })
+        .map(|_| ())
+        .map_err(db_err)
     }
 }

@@ -12,6 +12,7 @@ mod schema;
 use crate::clock::UnixTime;
 use crate::oauth::client::Client;
 use crate::oauth::error::OAuthError;
+use crate::oauth::user::User;
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,138 @@ pub trait Maintenance: Send + Sync {
     fn purge_expired(&self, now: UnixTime, batch: i64) -> StoreResult<usize>;
 }
 
+/// People.
+pub trait UserStore: Send + Sync {
+    /// Add a user; `Conflict` if the username is taken.
+    fn create_user(&self, user: &User) -> StoreResult<()>;
+    /// A user by (normalised) username.
+    fn find_user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// A user by id.
+    fn find_user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// Every user, by username.
+    fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Remove a user with their sessions and consents; whether they existed.
+    fn delete_user(&self, id: &str) -> StoreResult<bool>;
+    /// Replace the password hash; whether the user exists.
+    fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool>;
+    /// Lock or unlock; unlocking also ends a lockout. Whether the user exists.
+    fn set_locked(&self, id: &str, locked: bool) -> StoreResult<bool>;
+    /// Count a wrong password; at `max` in a row, lock out until `now + lockout_secs`.
+    fn record_login_failure(
+        &self,
+        id: &str,
+        now: UnixTime,
+        max: u32,
+        lockout_secs: u32,
+    ) -> StoreResult<()>;
+    /// A right password: the count starts again.
+    fn record_login_success(&self, id: &str) -> StoreResult<()>;
+}
+
+/// A signed-in browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Who.
+    pub user_id: String,
+    /// When they signed in.
+    pub auth_time: UnixTime,
+    /// How (`pwd`, ...).
+    pub amr: Vec<String>,
+    /// Absolute expiry.
+    pub expires_at: UnixTime,
+}
+
+/// Browser sessions, keyed by the SHA-256 of the cookie.
+pub trait SessionStore: Send + Sync {
+    /// Record a new session.
+    fn create_session(&self, id_hash: &str, session: &Session, now: UnixTime) -> StoreResult<()>;
+    /// A live session (not past its absolute expiry, used within `idle_secs`); marks it used.
+    fn find_session(
+        &self,
+        id_hash: &str,
+        now: UnixTime,
+        idle_secs: i64,
+    ) -> StoreResult<Option<Session>>;
+    /// End a session.
+    fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+}
+
+/// An authorization code as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRecord {
+    /// SHA-256 of the code.
+    pub code_hash: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The exact redirect URI of the request.
+    pub redirect_uri: String,
+    /// The person.
+    pub user_id: String,
+    /// Their session (hash).
+    pub session_hash: String,
+    /// Granted scope, space-separated.
+    pub scope: String,
+    /// OIDC nonce.
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge.
+    pub code_challenge: Option<String>,
+    /// When the person signed in.
+    pub auth_time: UnixTime,
+    /// How.
+    pub amr: Vec<String>,
+    /// Expiry.
+    pub expires_at: UnixTime,
+    /// Set once redeemed.
+    pub consumed_at: Option<UnixTime>,
+    /// The access token the redemption issued.
+    pub access_jti: Option<String>,
+    /// Its expiry.
+    pub access_exp: Option<UnixTime>,
+}
+
+/// Authorization codes.
+pub trait CodeStore: Send + Sync {
+    /// Store a new code.
+    fn save_code(&self, code: &CodeRecord) -> StoreResult<()>;
+    /// A code by hash, consumed or not.
+    fn find_code(&self, code_hash: &str) -> StoreResult<Option<CodeRecord>>;
+    /// Redeem: one atomic statement that succeeds for exactly one caller, recording the access
+    /// token it will issue. False if already consumed.
+    fn consume_code(
+        &self,
+        code_hash: &str,
+        now: UnixTime,
+        jti: &str,
+        jti_exp: UnixTime,
+    ) -> StoreResult<bool>;
+}
+
+/// Remembered consent.
+pub trait ConsentStore: Send + Sync {
+    /// The scopes `user_id` has approved for `client_id`.
+    fn granted_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>>;
+    /// Replace them.
+    fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        scopes: &[String],
+        now: UnixTime,
+    ) -> StoreResult<()>;
+}
+
 /// Everything the server needs.
-pub trait Store: ClientStore + RevocationStore + Maintenance {}
-impl<T: ClientStore + RevocationStore + Maintenance> Store for T {}
+pub trait Store:
+    ClientStore + RevocationStore + Maintenance + UserStore + SessionStore + CodeStore + ConsentStore
+{
+}
+impl<T> Store for T where
+    T: ClientStore
+        + RevocationStore
+        + Maintenance
+        + UserStore
+        + SessionStore
+        + CodeStore
+        + ConsentStore
+{
+}

@@ -284,6 +284,23 @@ impl Server {
             .expect("run portcullis")
     }
 
+    /// Run the CLI with `input` on its standard input.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run portcullis");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for portcullis")
+    }
+
     /// Run the CLI and parse its JSON output; panics on failure.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let out = self.cli(args);
@@ -302,7 +319,10 @@ impl Server {
 
     /// Register a confidential client; returns (id, secret).
     pub fn client(&self, extra: &[&str]) -> (String, String) {
-        let mut args = vec!["client", "create", "--name", "Test client", "--json"];
+        let mut args = vec!["client", "create", "--json"];
+        if !extra.contains(&"--name") {
+            args.extend_from_slice(&["--name", "Test client"]);
+        }
         args.extend_from_slice(extra);
         let v = self.cli_json(&args);
         (

@@ -52,12 +52,20 @@ pub fn exchange(
     } else {
         Audience::from_list(request.resources.clone())
     };
-    let issued = issuer.access_token(&client.client_id, &client.client_id, &scope, aud)?;
+    let issued = issuer.access_token(
+        &client.client_id,
+        &client.client_id,
+        &scope,
+        aud,
+        None,
+        None,
+    )?;
     let response = TokenResponse {
         access_token: issued.token.clone(),
         token_type: "Bearer".into(),
         expires_in: issuer.tokens.access_token_ttl_secs,
         scope: (!scope.is_empty()).then(|| scope.to_string()),
+        id_token: None,
     };
     Ok((response, issued))
 }

@@ -1,0 +1,600 @@
+//! The authorization endpoint and the pages of a sign-in: login and consent.
+//!
+//! The forms carry the authorization request's parameters, and every POST validates the request
+//! again from scratch, so nothing about a pending request is trusted from the browser.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::error::ApiError;
+use super::pages::{self, error_page, page, render, Csrf};
+use super::{form, AppState};
+use crate::crypto::{jwt, opaque, password};
+use crate::oauth::authorize::{
+    decide, redirect_with, AuthorizationRequest, AuthorizeError, Next, SignedIn, CARRIED,
+};
+use crate::oauth::client::Client;
+use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::issue::IdTokenClaims;
+use crate::oauth::request::Params;
+use crate::oauth::user::{normalize_username, User};
+use crate::store::{CodeRecord, Session};
+
+/// A session ends after this long without use.
+pub const SESSION_IDLE_SECS: i64 = 2 * 3600;
+/// And this long after sign-in, whatever the use.
+pub const SESSION_ABSOLUTE_SECS: i64 = 12 * 3600;
+
+const LOGIN_FAILED: &str = "The username or password is incorrect.";
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    client_name: &'a str,
+    csrf_token: String,
+    carried: Vec<(&'a str, &'a str)>,
+    username: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    client_name: &'a str,
+    user_display: &'a str,
+    scope_lines: Vec<String>,
+    csrf_token: String,
+    carried: Vec<(&'a str, &'a str)>,
+    redirect_host: String,
+}
+
+/// The plain-words line for a scope on the consent page.
+fn describe_scope(scope: &str, client_name: &str) -> String {
+    match scope {
+        "openid" => "Know who you are (your account identifier)".into(),
+        "profile" => "See your name and username".into(),
+        "email" => "See your email address".into(),
+        "address" => "See your postal address".into(),
+        "phone" => "See your phone number".into(),
+        "offline_access" => {
+            format!("Stay connected: {client_name} keeps access while you are away")
+        }
+        other => format!("Use your account with the permission \u{201c}{other}\u{201d}"),
+    }
+}
+
+fn carried(params: &Params) -> Vec<(&'static str, &str)> {
+    CARRIED
+        .iter()
+        .filter_map(|k| params.get(k).map(|v| (*k, v)))
+        .collect()
+}
+
+fn with_csrf_cookie(mut resp: HttpResponse, csrf: &Csrf, state: &AppState) -> HttpResponse {
+    if let Some(c) = csrf.cookie(&state.config) {
+        let _ = resp.add_cookie(&c);
+    }
+    resp
+}
+
+/// A `303 See Other` to `location` (after a POST the browser must GET).
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// RFC 6749 4.1.2.1 with RFC 9207: the error, the state and our issuer.
+fn redirect_error(
+    state: &AppState,
+    redirect_uri: &str,
+    error: &OAuthError,
+    st: Option<&str>,
+) -> HttpResponse {
+    let mut pairs = vec![
+        ("error", error.code.as_str()),
+        ("error_description", error.description.as_str()),
+    ];
+    if let Some(s) = st {
+        pairs.push(("state", s));
+    }
+    pairs.push(("iss", state.config.issuer.as_str()));
+    tracing::info!(error = error.code.as_str(), "authorization request refused");
+    see_other(&redirect_with(redirect_uri, &pairs))
+}
+
+fn authorize_error(state: &AppState, e: AuthorizeError) -> HttpResponse {
+    match e {
+        AuthorizeError::Page(message) => {
+            tracing::info!(%message, "authorization request refused without redirect");
+            error_page(
+                StatusCode::BAD_REQUEST,
+                "This sign-in link is not valid",
+                &message,
+            )
+        }
+        AuthorizeError::Redirect {
+            redirect_uri,
+            error,
+            state: st,
+        } => redirect_error(state, &redirect_uri, &error, st.as_deref()),
+    }
+}
+
+fn unavailable() -> HttpResponse {
+    error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The service cannot complete sign-ins right now. Please try again in a moment.",
+    )
+}
+
+/// Parse the query (GET) or form body (POST) of a page request; duplicates and bad bodies get
+/// an error page, never a redirect.
+async fn page_params(req: &HttpRequest, payload: web::Payload) -> Result<Params, HttpResponse> {
+    let parsed = if req.method() == actix_web::http::Method::POST {
+        form::read(req, payload).await.map_err(|e| e.error)
+    } else {
+        Params::parse(req.query_string().as_bytes())
+    };
+    parsed.map_err(|e| {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This request is not valid",
+            &e.description,
+        )
+    })
+}
+
+async fn load_client(
+    state: &web::Data<AppState>,
+    params: &Params,
+) -> Result<Option<Arc<Client>>, HttpResponse> {
+    let Some(id) = params.get("client_id").map(str::to_owned) else {
+        return Ok(None);
+    };
+    if !crate::oauth::client::valid_client_id(&id) {
+        return Ok(None);
+    }
+    if let Some(c) = state.clients.cached(&id) {
+        return Ok(Some(c));
+    }
+    let st = state.clone();
+    match web::block(move || st.clients.refresh(&*st.store, &id)).await {
+        Ok(Ok(c)) => Ok(c),
+        _ => Err(unavailable()),
+    }
+}
+
+/// The browser's live session and its user, if any.
+async fn current_session(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+) -> Result<Option<(String, Session, User)>, HttpResponse> {
+    let Some(cookie) = pages::read_cookie(req, &state.config, "session") else {
+        return Ok(None);
+    };
+    let hash = opaque::hash_secret(&cookie);
+    let st = state.clone();
+    let now = state.clock.now();
+    let found = web::block(move || -> Result<_, crate::store::StoreError> {
+        let Some(session) = st.store.find_session(&hash, now, SESSION_IDLE_SECS)? else {
+            return Ok(None);
+        };
+        let user = st.store.find_user(&session.user_id)?;
+        Ok(user
+            .filter(|u| !u.is_locked(now))
+            .map(|u| (hash, session, u)))
+    })
+    .await;
+    match found {
+        Ok(Ok(s)) => Ok(s),
+        _ => Err(unavailable()),
+    }
+}
+
+/// `GET|POST /authorize`.
+pub async fn authorize(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let params = match page_params(&req, payload).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let client = match load_client(&state, &params).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let request = match AuthorizationRequest::validate(&params, client.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return authorize_error(&state, e),
+    };
+    let Some(client) = client else {
+        return unavailable();
+    };
+    let session = match current_session(&state, &req).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    proceed(
+        &state, &req, &params, &request, &client, session, false, None,
+    )
+    .await
+}
+
+/// Decide and act: login page, consent page, or a code.
+#[allow(clippy::too_many_arguments)]
+async fn proceed(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    params: &Params,
+    request: &AuthorizationRequest,
+    client: &Client,
+    session: Option<(String, Session, User)>,
+    just_now: bool,
+    new_cookie: Option<String>,
+) -> HttpResponse {
+    let now = state.clock.now();
+    let hint_mismatch = match (&request.id_token_hint, &session) {
+        (Some(hint), _) => {
+            let keys = state.keys.current();
+            let claims = jwt::verify_ignoring_expiry::<IdTokenClaims>(
+                &keys.set,
+                hint,
+                "JWT",
+                &state.config.issuer,
+                now,
+            );
+            match (claims, &session) {
+                (Err(_), _) => {
+                    return authorize_error(
+                        state,
+                        request.error(ErrorCode::InvalidRequest, "id_token_hint is not valid"),
+                    )
+                }
+                (Ok(c), Some((_, _, user))) => c.sub != user.id,
+                (Ok(_), None) => false,
+            }
+        }
+        _ => false,
+    };
+    let approved = match &session {
+        Some((_, _, user)) if !client.skip_consent => {
+            let (st, uid, cid) = (state.clone(), user.id.clone(), client.client_id.clone());
+            match web::block(move || st.store.granted_scopes(&uid, &cid)).await {
+                Ok(Ok(s)) => s,
+                _ => return unavailable(),
+            }
+        }
+        _ => Vec::new(),
+    };
+    let signed_in = session.as_ref().map(|(_, s, _)| SignedIn {
+        auth_time: s.auth_time,
+        just_now,
+        hint_mismatch,
+    });
+    let csrf = Csrf::for_request(req, &state.config);
+    let mut resp = match decide(request, client, signed_in, &approved, now) {
+        Err(e) => authorize_error(state, e),
+        Ok(Next::Login) => {
+            let username = request.login_hint.as_deref().unwrap_or("");
+            let page_data = LoginPage {
+                client_name: &client.name,
+                csrf_token: csrf.token("login"),
+                carried: carried(params),
+                username,
+                error: None,
+            };
+            render(page(StatusCode::OK), &page_data)
+        }
+        Ok(Next::Consent) => {
+            let Some((_, _, user)) = &session else {
+                return unavailable();
+            };
+            let page_data = ConsentPage {
+                client_name: &client.name,
+                user_display: user.name.as_deref().unwrap_or(&user.username),
+                scope_lines: request
+                    .scope
+                    .iter()
+                    .map(|s| describe_scope(s, &client.name))
+                    .collect(),
+                csrf_token: csrf.token("consent"),
+                carried: carried(params),
+                redirect_host: url::Url::parse(&request.redirect_uri)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            };
+            render(page(StatusCode::OK), &page_data)
+        }
+        Ok(Next::IssueCode) => match &session {
+            Some((hash, s, user)) => issue_code(state, request, hash, s, user).await,
+            None => unavailable(),
+        },
+    };
+    resp = with_csrf_cookie(resp, &csrf, state);
+    if let Some(value) = new_cookie {
+        let _ = resp.add_cookie(&pages::cookie(
+            &state.config,
+            "session",
+            value,
+            SESSION_ABSOLUTE_SECS,
+        ));
+    }
+    resp
+}
+
+async fn issue_code(
+    state: &web::Data<AppState>,
+    request: &AuthorizationRequest,
+    session_hash: &str,
+    session: &Session,
+    user: &User,
+) -> HttpResponse {
+    let now = state.clock.now();
+    let code = opaque::random_token();
+    let record = CodeRecord {
+        code_hash: opaque::hash_secret(&code),
+        client_id: request.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        user_id: user.id.clone(),
+        session_hash: session_hash.to_owned(),
+        scope: request.scope.to_string(),
+        nonce: request.nonce.clone(),
+        code_challenge: request.code_challenge.clone(),
+        auth_time: session.auth_time,
+        amr: session.amr.clone(),
+        expires_at: now + i64::from(state.config.tokens.authorization_code_ttl_secs),
+        consumed_at: None,
+        access_jti: None,
+        access_exp: None,
+    };
+    let st = state.clone();
+    match web::block(move || st.store.save_code(&record)).await {
+        Ok(Ok(())) => {}
+        _ => return unavailable(),
+    }
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(s) = &request.state {
+        pairs.push(("state", s));
+    }
+    pairs.push(("iss", state.config.issuer.as_str()));
+    see_other(&redirect_with(&request.redirect_uri, &pairs))
+}
+
+/// Re-validate a posted form's authorization request; the CSRF token is checked first.
+async fn posted(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    purpose: &str,
+) -> Result<(Params, AuthorizationRequest, Arc<Client>), HttpResponse> {
+    let params = page_params(req, payload).await?;
+    let csrf = Csrf::for_request(req, &state.config);
+    if !csrf.check(purpose, params.get("csrf_token")) {
+        tracing::info!(purpose, "CSRF check failed");
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "The page was open too long or came from somewhere else. Go back to the application and sign in again.",
+        ));
+    }
+    let client = load_client(state, &params).await?;
+    let request = AuthorizationRequest::validate(&params, client.as_deref())
+        .map_err(|e| authorize_error(state, e))?;
+    let client = client.ok_or_else(unavailable)?;
+    Ok((params, request, client))
+}
+
+/// `POST /login`: check the password (off the async workers), start a new session, continue.
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (params, request, client) = match posted(&state, &req, payload, "login").await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let typed = params.get("username").unwrap_or("").to_owned();
+    let password_given = params.get("password").unwrap_or("").to_owned();
+    let st = state.clone();
+    let now = state.clock.now();
+    let login = &state.config.login;
+    let (max, lockout) = (login.max_failed_attempts, login.lockout_secs);
+    let outcome = web::block(move || -> Result<Option<User>, crate::store::StoreError> {
+        let user = match normalize_username(&typed) {
+            Ok(name) => st.store.find_user_by_username(&name)?,
+            Err(_) => None,
+        };
+        // The hash is verified whatever happens, so timing tells nothing about the account.
+        let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+        let ok = password::verify_password(&password_given, hash);
+        match user {
+            Some(u) if ok && !u.is_locked(now) => {
+                st.store.record_login_success(&u.id)?;
+                Ok(Some(u))
+            }
+            Some(u) => {
+                if !u.is_locked(now) {
+                    st.store.record_login_failure(&u.id, now, max, lockout)?;
+                }
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    })
+    .await;
+    let user = match outcome {
+        Ok(Ok(Some(u))) => u,
+        Ok(Ok(None)) => {
+            tracing::info!(client_id = %client.client_id, "sign-in failed");
+            let csrf = Csrf::for_request(&req, &state.config);
+            let username = params.get("username").unwrap_or("");
+            let page_data = LoginPage {
+                client_name: &client.name,
+                csrf_token: csrf.token("login"),
+                carried: carried(&params),
+                username,
+                error: Some(LOGIN_FAILED),
+            };
+            return render(page(StatusCode::UNAUTHORIZED), &page_data);
+        }
+        _ => return unavailable(),
+    };
+    // A new session id on every sign-in (no fixation); the old session, if any, ends.
+    let old = pages::read_cookie(&req, &state.config, "session").map(|c| opaque::hash_secret(&c));
+    let cookie_value = opaque::random_token();
+    let hash = opaque::hash_secret(&cookie_value);
+    let session = Session {
+        user_id: user.id.clone(),
+        auth_time: now,
+        amr: vec!["pwd".into()],
+        expires_at: now + SESSION_ABSOLUTE_SECS,
+    };
+    let (st, s, h) = (state.clone(), session.clone(), hash.clone());
+    let created = web::block(move || -> Result<(), crate::store::StoreError> {
+        if let Some(old) = old {
+            st.store.delete_session(&old)?;
+        }
+        st.store.create_session(&h, &s, now)
+    })
+    .await;
+    if !matches!(created, Ok(Ok(()))) {
+        return unavailable();
+    }
+    tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in");
+    proceed(
+        &state,
+        &req,
+        &params,
+        &request,
+        &client,
+        Some((hash, session, user)),
+        true,
+        Some(cookie_value),
+    )
+    .await
+}
+
+/// `POST /consent`: remember an approval and issue the code, or send `access_denied`.
+pub async fn consent(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (params, request, client) = match posted(&state, &req, payload, "consent").await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let session = match current_session(&state, &req).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let Some((hash, session, user)) = session else {
+        // Signed out meanwhile: start over at the login page.
+        return proceed(&state, &req, &params, &request, &client, None, false, None).await;
+    };
+    match params.get("decision") {
+        Some("allow") => {}
+        Some("deny") => {
+            tracing::info!(client_id = %client.client_id, "consent denied");
+            return redirect_error(
+                &state,
+                &request.redirect_uri,
+                &OAuthError::new(ErrorCode::AccessDenied, "the user denied the request"),
+                request.state.as_deref(),
+            );
+        }
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This request is not valid",
+                "Choose Allow or Deny.",
+            )
+        }
+    }
+    let (st, uid, cid) = (state.clone(), user.id.clone(), client.client_id.clone());
+    let scopes: Vec<String> = request.scope.iter().map(str::to_owned).collect();
+    let now = state.clock.now();
+    let saved = web::block(move || -> Result<(), crate::store::StoreError> {
+        let mut all = st.store.granted_scopes(&uid, &cid)?;
+        for s in scopes {
+            if !all.contains(&s) {
+                all.push(s);
+            }
+        }
+        st.store.save_consent(&uid, &cid, &all, now)
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(()))) {
+        return unavailable();
+    }
+    tracing::info!(client_id = %client.client_id, user_id = %user.id, "consent granted");
+    issue_code(&state, &request, &hash, &session, &user).await
+}
+
+/// `GET|POST /userinfo` (OIDC Core 5.3): Bearer header, or `access_token` in a form body.
+pub async fn userinfo(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let from_header = form::authorization(&req)
+        .ok()
+        .flatten()
+        .and_then(|h| h.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
+    let token = match from_header {
+        Some(t) => Some(t),
+        None if req.method() == actix_web::http::Method::POST => form::read(&req, payload)
+            .await?
+            .get("access_token")
+            .map(str::to_owned),
+        None => None,
+    };
+    let bearer_error = |e: OAuthError| -> HttpResponse {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let challenge = format!(
+            "Bearer error=\"{}\", error_description=\"{}\"",
+            e.code.as_str(),
+            e.description
+        );
+        HttpResponse::build(status)
+            .insert_header((header::WWW_AUTHENTICATE, challenge))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(&e)
+    };
+    let Some(token) = token else {
+        // RFC 6750 3.1: no credentials, no error code.
+        return Ok(HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"portcullis\""))
+            .finish());
+    };
+    let st = state.clone();
+    let result = web::block(move || {
+        let keys = st.keys.current();
+        crate::oauth::userinfo::userinfo(&st.issuer(&keys), &token, &*st.store)
+    })
+    .await?;
+    Ok(match result {
+        Ok(claims) => HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(claims),
+        Err(e) if e.code == ErrorCode::TemporarilyUnavailable => ApiError::from(e).into_response(),
+        Err(e) => bearer_error(e),
+    })
+}
+
+impl ApiError {
+    /// This error as a response.
+    pub fn into_response(self) -> HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}

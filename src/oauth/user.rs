@@ -1,0 +1,111 @@
+//! People: the user record, username rules and the password policy (NIST SP 800-63B 5.1.1.2).
+
+use serde::Serialize;
+
+use crate::clock::UnixTime;
+
+/// A person who can sign in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Stable id, the `sub` of their tokens.
+    pub id: String,
+    /// Sign-in name, stored lower-case.
+    pub username: String,
+    /// Email address.
+    pub email: Option<String>,
+    /// Full name.
+    pub name: Option<String>,
+    /// Roles (RBAC), released in access tokens.
+    pub roles: Vec<String>,
+    /// Argon2id PHC string; `None` when the user has no password.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    /// Locked by the operator (`user lock`).
+    pub locked: bool,
+    /// Wrong passwords in a row since the last success.
+    pub failed_logins: i32,
+    /// Locked out after too many wrong passwords, until then.
+    pub locked_until: Option<UnixTime>,
+    /// Creation time.
+    pub created_at: UnixTime,
+}
+
+impl User {
+    /// Whether sign-in is refused at `now` whatever the password.
+    pub fn is_locked(&self, now: UnixTime) -> bool {
+        self.locked || self.locked_until.is_some_and(|t| t > now)
+    }
+}
+
+/// Usernames: 1 to 64 characters of `a-z 0-9 . _ - @ +`, compared lower-case. (`:` is reserved
+/// for federated users such as `google:<sub>`.)
+pub fn normalize_username(name: &str) -> Result<String, String> {
+    let lower = name.trim().to_lowercase();
+    let ok = (1..=64).contains(&lower.len())
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_@+".contains(&b));
+    if ok {
+        Ok(lower)
+    } else {
+        Err("username must be 1 to 64 characters of a-z 0-9 . _ - @ +".into())
+    }
+}
+
+/// Shipped list of common passwords (Openwall's password.lst, public domain).
+const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
+
+/// NIST SP 800-63B: at least 8 and at most 128 characters, not a common password, not the
+/// username; no composition rules.
+pub fn check_password_policy(password: &str, username: &str) -> Result<(), String> {
+    let chars = password.chars().count();
+    if chars < 8 {
+        return Err("the password must have at least 8 characters".into());
+    }
+    if chars > 128 {
+        return Err("the password must have at most 128 characters".into());
+    }
+    let lower = password.to_lowercase();
+    if lower == username.to_lowercase() {
+        return Err("the password must not be the username".into());
+    }
+    let common = COMMON_PASSWORDS
+        .lines()
+        .filter(|l| !l.starts_with("#!comment"))
+        .any(|l| l.eq_ignore_ascii_case(&lower));
+    if common {
+        return Err("the password is too common; choose another".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy() {
+        assert!(check_password_policy("short", "u").is_err());
+        assert!(check_password_policy(&"x".repeat(129), "u").is_err());
+        assert!(
+            check_password_policy("password1", "u").is_err(),
+            "in the list"
+        );
+        assert!(
+            check_password_policy("PASSWORD1", "u").is_err(),
+            "case-insensitive"
+        );
+        assert!(check_password_policy("alice@example", "alice@example").is_err());
+        assert!(check_password_policy("tulip-granite-oboe", "u").is_ok());
+        // No composition rules: a long lower-case passphrase is fine.
+        assert!(check_password_policy("correcthorsebatterystaple", "u").is_ok());
+    }
+
+    #[test]
+    fn usernames() {
+        assert_eq!(normalize_username(" Alice ").unwrap(), "alice");
+        assert!(normalize_username("a b").is_err());
+        assert!(normalize_username("google:123").is_err());
+        assert!(normalize_username("").is_err());
+    }
+}

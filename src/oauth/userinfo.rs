@@ -1,0 +1,53 @@
+//! OIDC Core 5.3: the userinfo endpoint's claims, released by scope.
+
+use serde_json::{json, Map, Value};
+
+use super::error::{ErrorCode, OAuthError};
+use super::issue::Issuer;
+use crate::store::{RevocationStore, UserStore};
+
+/// The claims for the person behind `access_token`: `sub` always, `name` and
+/// `preferred_username` with `profile`, `email` with `email`. The token must be one of ours,
+/// live, unrevoked, a person's, and carry `openid`.
+pub fn userinfo<S: RevocationStore + UserStore + ?Sized>(
+    issuer: &Issuer<'_>,
+    access_token: &str,
+    store: &S,
+) -> Result<Value, OAuthError> {
+    let invalid = || OAuthError::new(ErrorCode::InvalidToken, "the access token is not valid");
+    let claims = issuer
+        .verify_access_token(access_token)
+        .ok_or_else(invalid)?;
+    if store.is_jti_revoked(&claims.jti)? {
+        return Err(invalid());
+    }
+    let scope: Vec<&str> = claims.scope.as_deref().unwrap_or("").split(' ').collect();
+    if !scope.contains(&"openid") {
+        return Err(OAuthError::new(
+            ErrorCode::InsufficientScope,
+            "the access token was not granted the openid scope",
+        ));
+    }
+    // Machine tokens have no person behind them.
+    if claims.auth_time.is_none() {
+        return Err(invalid());
+    }
+    let user = store
+        .find_user(&claims.sub)?
+        .filter(|u| !u.is_locked(issuer.now))
+        .ok_or_else(invalid)?;
+    let mut out = Map::new();
+    out.insert("sub".into(), json!(user.id));
+    if scope.contains(&"profile") {
+        out.insert("preferred_username".into(), json!(user.username));
+        if let Some(name) = &user.name {
+            out.insert("name".into(), json!(name));
+        }
+    }
+    if scope.contains(&"email") {
+        if let Some(email) = &user.email {
+            out.insert("email".into(), json!(email));
+        }
+    }
+    Ok(Value::Object(out))
+}
