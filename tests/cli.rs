@@ -59,9 +59,18 @@ fn client_lifecycle(b: Backend) {
 
     // The secret is stored hashed: it appears nowhere in the database file (SQLite).
     if b == Backend::Sqlite {
-        let db = std::fs::read(s.dir.path().join("portcullis.db")).unwrap();
+        let db = crate::common::sqlite_bytes(&s);
         let needle = secret.as_bytes();
         assert!(!db.windows(needle.len()).any(|w| w == needle));
+        use sha2::Digest;
+        let hash: String = sha2::Sha256::digest(needle)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(
+            db.windows(64).any(|w| w == hash.as_bytes()),
+            "the SHA-256 is what is stored"
+        );
     }
 
     let post = |secret: &str| {

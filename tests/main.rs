@@ -3,12 +3,15 @@
 
 mod common;
 
+mod browser;
 mod cli;
 mod config;
 mod discovery;
 mod introspection;
 mod logging;
+mod relying_party;
 mod robustness;
 mod schema;
 mod signin;
 mod token;
+mod users;

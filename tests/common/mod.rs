@@ -499,3 +499,14 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&p, contents).expect("write file");
     p
 }
+
+/// Everything SQLite holds on disk for a server: the database file and its write-ahead log.
+pub fn sqlite_bytes(s: &Server) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for name in ["portcullis.db", "portcullis.db-wal"] {
+        if let Ok(b) = std::fs::read(s.dir.path().join(name)) {
+            bytes.extend(b);
+        }
+    }
+    bytes
+}

@@ -1,0 +1,251 @@
+//! A real headless Chromium signs in on the hosted pages, approves consent and lands on a local
+//! callback with a code. Driven through chromedriver's W3C WebDriver HTTP API. Screenshots of
+//! the pages are saved to `target/screenshots/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; skipped with a notice when they are missing,
+//! unless `REQUIRE_CHROMIUM=1` (CI), which makes their absence a failure.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::common::{agent, free_port, Backend, Server};
+use crate::signin::{auth_params, challenge, query, user, VERIFIER};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn available() -> bool {
+    let present = Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists();
+    if !present {
+        assert!(
+            std::env::var("REQUIRE_CHROMIUM").as_deref() != Ok("1"),
+            "REQUIRE_CHROMIUM=1 but chromium / chromium-driver are not installed"
+        );
+        eprintln!("NOTICE: browser test skipped (install Debian's chromium and chromium-driver)");
+    }
+    present
+}
+
+/// chromedriver with one session; both end when this is dropped.
+struct WebDriver {
+    base: String,
+    session: String,
+    child: Child,
+}
+
+impl WebDriver {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while agent().get(&format!("{base}/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--window-size=480,900"]
+            }
+        }}});
+        let mut wd = WebDriver {
+            base,
+            session: String::new(),
+            child,
+        };
+        let v = wd.call("POST", "/session", Some(caps));
+        wd.session = v["sessionId"].as_str().expect("session id").to_owned();
+        wd
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = if path == "/session" {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let req = agent().request(method, &url);
+        let resp = match body {
+            Some(b) => req.send_json(b),
+            None if method == "POST" => req.send_json(json!({})),
+            None => req.call(),
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, r)) => panic!(
+                "webdriver {path}: {code} {}",
+                r.into_string().unwrap_or_default()
+            ),
+            Err(e) => panic!("webdriver {path}: {e}"),
+        };
+        let v: Value = resp.into_json().expect("webdriver json");
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element id")
+            .to_owned()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/click"), None);
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let b64 = self.call("GET", "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap_or_default())
+            .expect("png");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let path = dir.join(name);
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    fn wait_for_url(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let u = self.url();
+            if u.starts_with(prefix) {
+                return u;
+            }
+            assert!(Instant::now() < deadline, "browser stayed at {u}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = agent()
+                .delete(&format!("{}/session/{}", self.base, self.session))
+                .call();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local relying-party callback that answers every request with a small page.
+fn callback_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind callback");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.read(&mut buf);
+            let body = "<!doctype html><title>Callback</title><p>Signed in.</p>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn chromium_signs_in_and_approves() {
+    if !available() {
+        return;
+    }
+    let s = Server::start(Backend::Sqlite);
+    user(
+        &s,
+        "erin",
+        &["--name", "Erin Example", "--email", "erin@example.com"],
+    );
+    let cb_port = callback_server();
+    let redirect = format!("http://127.0.0.1:{cb_port}/callback");
+    let (id, secret) = s.client(&[
+        "--name",
+        "Acme Photos",
+        "--redirect-uri",
+        &redirect,
+        "--scope",
+        "photos:read",
+    ]);
+    let mut params = auth_params(&id, "openid profile email photos:read", &[]);
+    for (k, v) in params.iter_mut() {
+        if k == "redirect_uri" {
+            v.clone_from(&redirect);
+        }
+    }
+    assert_eq!(challenge(VERIFIER).len(), 43);
+
+    let wd = WebDriver::start();
+    wd.goto(&s.url(&format!("/authorize?{}", query(&params))));
+    wd.screenshot("login.png");
+    wd.type_into("input[name=username]", "erin");
+    wd.type_into("input[name=password]", crate::signin::PASSWORD);
+    wd.click("button[type=submit]");
+    wd.wait_for_url(&s.url("/login"));
+    wd.element("button[name=decision][value=allow]");
+    wd.screenshot("consent.png");
+    wd.click("button[name=decision][value=allow]");
+    let landed = wd.wait_for_url(&redirect);
+    let url = url::Url::parse(&landed).unwrap();
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], s.base);
+    // The relying party redeems the code it received in the browser.
+    let r = {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", q["code"].as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", VERIFIER),
+        ];
+        s.post_form("/token", &form, Some((&id, &secret)))
+    };
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["id_token"].is_string());
+}
