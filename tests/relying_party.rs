@@ -52,3 +52,112 @@ fn authlib_relying_party_signs_in() {
     assert_eq!(seen["userinfo"]["name"], "Frank Example");
     assert_eq!(seen["iss_in_callback"], true);
 }
+
+/// openidconnect's HTTP client, over ureq (the library takes any `Fn(HttpRequest)`).
+fn oidc_http(
+    req: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, std::io::Error> {
+    use std::io::Read;
+    let mut r = crate::common::agent().request(req.method().as_str(), &req.uri().to_string());
+    for (k, v) in req.headers() {
+        r = r.set(k.as_str(), v.to_str().unwrap_or_default());
+    }
+    let sent = if req.body().is_empty() && req.method() == openidconnect::http::Method::GET {
+        r.call()
+    } else {
+        r.send_bytes(req.body())
+    };
+    let resp = match sent {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(std::io::Error::other(e.to_string())),
+    };
+    let mut builder = openidconnect::http::Response::builder().status(resp.status());
+    for name in resp.headers_names() {
+        if let Some(v) = resp.header(&name) {
+            builder = builder.header(name.as_str(), v);
+        }
+    }
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body)?;
+    builder.body(body).map_err(std::io::Error::other)
+}
+
+/// The `openidconnect` crate as the relying party: discovery, PKCE, code exchange, ID token
+/// verification (signature, iss, aud, azp, exp, nonce, at_hash), userinfo.
+#[test]
+fn openidconnect_crate_relying_party() {
+    use openidconnect::core::{
+        CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
+    };
+    use openidconnect::{
+        AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+        OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    };
+
+    let s = Server::start(Backend::Sqlite);
+    let created = user(
+        &s,
+        "heidi",
+        &["--name", "Heidi Example", "--email", "heidi@example.com"],
+    );
+    let (id, secret) = s.client(&["--name", "OIDC RP", "--redirect-uri", REDIRECT]);
+
+    let issuer = IssuerUrl::new(s.base.clone()).unwrap();
+    let provider = CoreProviderMetadata::discover(&issuer, &oidc_http).expect("discovery");
+    let client = CoreClient::from_provider_metadata(
+        provider,
+        ClientId::new(id.clone()),
+        Some(ClientSecret::new(secret.clone())),
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT.to_owned()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, csrf, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("profile".into()))
+        .add_scope(Scope::new("email".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    // The browser's part: the pages, with the parameters the library put in the URL.
+    let params: Vec<(String, String)> = auth_url.query_pairs().into_owned().collect();
+    let mut browser = crate::signin::Browser::new(&s);
+    let back = crate::signin::sign_in(&mut browser, &params, "heidi", true);
+    assert_eq!(&back["state"], csrf.secret());
+
+    let token = client
+        .exchange_code(AuthorizationCode::new(back["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request(&oidc_http)
+        .expect("code exchange");
+    let id_token = token.id_token().expect("id_token");
+    let id_verifier = client.id_token_verifier();
+    let claims = id_token
+        .claims(&id_verifier, &nonce)
+        .expect("ID token verifies");
+    assert_eq!(claims.subject().as_str(), created["id"].as_str().unwrap());
+    let expected = claims.access_token_hash().expect("at_hash");
+    let actual = AccessTokenHash::from_token(
+        token.access_token(),
+        id_token.signing_alg().unwrap(),
+        id_token.signing_key(&id_verifier).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(&actual, expected);
+    // The wrong nonce is caught by the library.
+    assert!(id_token
+        .claims(&id_verifier, &Nonce::new("other".into()))
+        .is_err());
+
+    let info: CoreUserInfoClaims = client
+        .user_info(token.access_token().to_owned(), None)
+        .unwrap()
+        .request(&oidc_http)
+        .expect("userinfo");
+    assert_eq!(info.subject().as_str(), created["id"].as_str().unwrap());
+    assert_eq!(info.email().map(|e| e.as_str()), Some("heidi@example.com"));
+}
