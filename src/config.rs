@@ -94,6 +94,13 @@ pub struct LoginConfig {
     pub max_failed_attempts: u32,
     /// How long a lockout lasts (15 minutes).
     pub lockout_secs: u32,
+    /// Failed sign-ins allowed from one client IP per window, whatever the account (20).
+    pub ip_max_failures: u32,
+    /// That window (15 minutes).
+    pub ip_window_secs: u32,
+    /// Take the client IP from the last `X-Forwarded-For` entry (set when a proxy you run, such
+    /// as the compose file's nginx, is in front); otherwise the peer address.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for LoginConfig {
@@ -101,6 +108,9 @@ impl Default for LoginConfig {
         Self {
             max_failed_attempts: 5,
             lockout_secs: 900,
+            ip_max_failures: 20,
+            ip_window_secs: 900,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -217,6 +227,8 @@ impl Config {
                 t.authorization_code_ttl_secs,
             ),
             ("login.max_failed_attempts", self.login.max_failed_attempts),
+            ("login.ip_max_failures", self.login.ip_max_failures),
+            ("login.ip_window_secs", self.login.ip_window_secs),
         ] {
             if v == 0 {
                 return Err(ConfigError(format!("{key}: must be greater than 0")));

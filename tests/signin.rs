@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::both_backends;
-use crate::common::{agent, Backend, Resp, Server};
+use crate::common::{agent, Backend, Resp, Server, ServerBuilder};
 
 pub const PASSWORD: &str = "tulip-granite-oboe";
 pub const REDIRECT: &str = "http://127.0.0.1:9/cb";
@@ -45,6 +45,8 @@ pub fn user(s: &Server, username: &str, extra: &[&str]) -> Value {
 pub struct Browser<'a> {
     pub server: &'a Server,
     pub cookies: HashMap<String, String>,
+    /// Headers sent with every request.
+    pub headers: Vec<(String, String)>,
 }
 
 impl<'a> Browser<'a> {
@@ -52,6 +54,7 @@ impl<'a> Browser<'a> {
         Self {
             server,
             cookies: HashMap::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -73,7 +76,10 @@ impl<'a> Browser<'a> {
         }
     }
 
-    fn run(&mut self, req: ureq::Request, form: Option<&[(&str, &str)]>) -> Resp {
+    fn run(&mut self, mut req: ureq::Request, form: Option<&[(&str, &str)]>) -> Resp {
+        for (k, v) in &self.headers {
+            req = req.set(k, v);
+        }
         let req = if self.cookies.is_empty() {
             req
         } else {
@@ -607,7 +613,46 @@ fn prompt_login_max_age_and_deny(b: Backend) {
     assert_eq!(denied["state"], "st-123");
 }
 
+fn failed_sign_ins_are_limited_per_address(b: Backend) {
+    let s = ServerBuilder::new(b)
+        .env("PORTCULLIS_LOGIN__IP_MAX_FAILURES", "3")
+        .env("PORTCULLIS_LOGIN__TRUST_FORWARDED_FOR", "true")
+        .start();
+    for name in ["ivan", "judy"] {
+        user(&s, name, &[]);
+    }
+    let (id, _) = web_client(&s, &[]);
+    let params = auth_params(&id, "openid", &[]);
+    let attempt = |address: &str, username: &str, password: &str| -> u16 {
+        let mut b = Browser::new(&s);
+        // Documentation addresses (RFC 5737): only a header value, never contacted.
+        b.headers
+            .push(("X-Forwarded-For".into(), format!("198.51.100.7, {address}")));
+        let page = b.get(&format!("/authorize?{}", query(&params)));
+        let csrf = hidden(&page.body, "csrf_token").unwrap();
+        let mut f: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        f.extend([
+            ("csrf_token", csrf.as_str()),
+            ("username", username),
+            ("password", password),
+        ]);
+        b.post("/login", &f).status
+    };
+    // Three failures against different accounts from one address (no account reaches its own
+    // lockout) ...
+    assert_eq!(attempt("192.0.2.10", "ivan", "wrong-password-1"), 401);
+    assert_eq!(attempt("192.0.2.10", "judy", "wrong-password-2"), 401);
+    assert_eq!(attempt("192.0.2.10", "nobody", "wrong-password-3"), 401);
+    // ... and that address is refused even with a right password; another address is not.
+    assert_eq!(attempt("192.0.2.10", "ivan", PASSWORD), 429);
+    assert_eq!(attempt("192.0.2.11", "ivan", PASSWORD), 200);
+}
+
 both_backends!(
+    failed_sign_ins_are_limited_per_address,
     full_flow_with_id_token_and_userinfo,
     untrusted_requests_never_redirect,
     csrf_and_login_failures,

@@ -393,6 +393,32 @@ async fn posted(
     Ok((params, request, client))
 }
 
+enum LoginOutcome {
+    Success(User),
+    Failed,
+    Throttled,
+}
+
+/// The client's IP: the peer address, or behind a trusted proxy the last `X-Forwarded-For`
+/// entry (the one our proxy appended; earlier ones are the client's to forge).
+fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
+    let forwarded = trust_forwarded_for
+        .then(|| {
+            req.headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+                .last()
+                .map(str::to_owned)
+        })
+        .flatten();
+    forwarded
+        .or_else(|| req.peer_addr().map(|a| a.ip().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// `POST /login`: check the password (off the async workers), start a new session, continue.
 pub async fn login(
     state: web::Data<AppState>,
@@ -409,7 +435,16 @@ pub async fn login(
     let now = state.clock.now();
     let login = &state.config.login;
     let (max, lockout) = (login.max_failed_attempts, login.lockout_secs);
-    let outcome = web::block(move || -> Result<Option<User>, crate::store::StoreError> {
+    let (ip_max, ip_window) = (
+        i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX),
+        i64::from(login.ip_window_secs),
+    );
+    let ip = client_ip(&req, login.trust_forwarded_for);
+    let outcome = web::block(move || -> Result<LoginOutcome, crate::store::StoreError> {
+        // Per-IP limit first: past it, no password is even looked at.
+        if st.store.ip_failures(&ip, now, ip_window)? >= ip_max {
+            return Ok(LoginOutcome::Throttled);
+        }
         let user = match normalize_username(&typed) {
             Ok(name) => st.store.find_user_by_username(&name)?,
             Err(_) => None,
@@ -420,21 +455,29 @@ pub async fn login(
         match user {
             Some(u) if ok && !u.is_locked(now) => {
                 st.store.record_login_success(&u.id)?;
-                Ok(Some(u))
+                Ok(LoginOutcome::Success(u))
             }
-            Some(u) => {
-                if !u.is_locked(now) {
+            other => {
+                if let Some(u) = other.filter(|u| !u.is_locked(now)) {
                     st.store.record_login_failure(&u.id, now, max, lockout)?;
                 }
-                Ok(None)
+                st.store.record_ip_failure(&ip, now, ip_window)?;
+                Ok(LoginOutcome::Failed)
             }
-            None => Ok(None),
         }
     })
     .await;
     let user = match outcome {
-        Ok(Ok(Some(u))) => u,
-        Ok(Ok(None)) => {
+        Ok(Ok(LoginOutcome::Success(u))) => u,
+        Ok(Ok(LoginOutcome::Throttled)) => {
+            tracing::info!(client_id = %client.client_id, "sign-in throttled for this address");
+            return error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                "There were too many failed sign-ins from your network. Wait a few minutes and try again.",
+            );
+        }
+        Ok(Ok(LoginOutcome::Failed)) => {
             tracing::info!(client_id = %client.client_id, "sign-in failed");
             let csrf = Csrf::for_request(&req, &state.config);
             let username = params.get("username").unwrap_or("");

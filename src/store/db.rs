@@ -9,7 +9,9 @@ use diesel::r2d2::{self, ManageConnection, PooledConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use super::schema::{authorization_codes, clients, consents, revoked_tokens, sessions, users};
+use super::schema::{
+    authorization_codes, clients, consents, login_ip_failures, revoked_tokens, sessions, users,
+};
 use super::{
     ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, RevocationStore, Session,
     SessionStore, StoreError, StoreResult, UserStore,
@@ -479,6 +481,43 @@ impl UserStore for DbStore {
         })
         .map(|_| ())
         .map_err(db_err)
+    }
+
+    fn ip_failures(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<i32> {
+        let n = login_ip_failures::table
+            .find(ip)
+            .filter(login_ip_failures::window_start.gt(now - window_secs))
+            .select(login_ip_failures::failures)
+            .first::<i32>(&mut *self.conn()?)
+            .optional()
+            .map_err(db_err)?;
+        Ok(n.unwrap_or(0))
+    }
+
+    fn record_ip_failure(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<()> {
+        use login_ip_failures::dsl as t;
+        let mut conn = self.conn()?;
+        let result = conn.transaction(|c| {
+            let n = diesel::update(
+                t::login_ip_failures
+                    .find(ip)
+                    .filter(t::window_start.gt(now - window_secs)),
+            )
+            .set(t::failures.eq(t::failures + 1))
+            .execute(c)?;
+            if n == 0 {
+                diesel::delete(t::login_ip_failures.find(ip)).execute(c)?;
+                diesel::insert_into(t::login_ip_failures)
+                    .values((t::ip.eq(ip), t::window_start.eq(now), t::failures.eq(1)))
+                    .execute(c)?;
+            }
+            Ok::<_, DieselError>(())
+        });
+        match result.map_err(db_err) {
+            // Another replica started the window at the same moment: its row counts.
+            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn record_login_success(&self, id: &str) -> StoreResult<()> {

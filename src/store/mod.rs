@@ -95,6 +95,10 @@ pub trait UserStore: Send + Sync {
     ) -> StoreResult<()>;
     /// A right password: the count starts again.
     fn record_login_success(&self, id: &str) -> StoreResult<()>;
+    /// Failed sign-ins from `ip` in the window that started less than `window_secs` ago.
+    fn ip_failures(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<i32>;
+    /// Count one failed sign-in from `ip` (a stale window starts again).
+    fn record_ip_failure(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<()>;
 }
 
 /// A signed-in browser.

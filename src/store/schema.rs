@@ -76,3 +76,11 @@ diesel::table! {
         granted_at -> BigInt,
     }
 }
+
+diesel::table! {
+    login_ip_failures (ip) {
+        ip -> Text,
+        window_start -> BigInt,
+        failures -> Integer,
+    }
+}
