@@ -3,6 +3,10 @@
 //! The forms carry the authorization request's parameters, and every POST validates the request
 //! again from scratch, so nothing about a pending request is trusted from the browser.
 
+// Helpers here return the finished error page as `Err(HttpResponse)`; it is built once per
+// request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
@@ -125,6 +129,23 @@ fn authorize_error(state: &AppState, e: AuthorizeError) -> HttpResponse {
     }
 }
 
+/// The result of a blocking storage call, its failure logged and turned into a 503 page.
+fn stored<T>(
+    r: Result<Result<T, crate::store::StoreError>, actix_web::error::BlockingError>,
+) -> Result<T, HttpResponse> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "sign-in step failed");
+            Err(unavailable())
+        }
+        Err(error) => {
+            tracing::warn!(%error, "sign-in step failed");
+            Err(unavailable())
+        }
+    }
+}
+
 fn unavailable() -> HttpResponse {
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -164,10 +185,7 @@ async fn load_client(
         return Ok(Some(c));
     }
     let st = state.clone();
-    match web::block(move || st.clients.refresh(&*st.store, &id)).await {
-        Ok(Ok(c)) => Ok(c),
-        _ => Err(unavailable()),
-    }
+    stored(web::block(move || st.clients.refresh(&*st.store, &id)).await)
 }
 
 /// The browser's live session and its user, if any.
@@ -191,10 +209,7 @@ async fn current_session(
             .map(|u| (hash, session, u)))
     })
     .await;
-    match found {
-        Ok(Ok(s)) => Ok(s),
-        _ => Err(unavailable()),
-    }
+    stored(found)
 }
 
 /// `GET|POST /authorize`.
@@ -267,9 +282,9 @@ async fn proceed(
     let approved = match &session {
         Some((_, _, user)) if !client.skip_consent => {
             let (st, uid, cid) = (state.clone(), user.id.clone(), client.client_id.clone());
-            match web::block(move || st.store.granted_scopes(&uid, &cid)).await {
-                Ok(Ok(s)) => s,
-                _ => return unavailable(),
+            match stored(web::block(move || st.store.granted_scopes(&uid, &cid)).await) {
+                Ok(s) => s,
+                Err(resp) => return resp,
             }
         }
         _ => Vec::new(),
@@ -357,9 +372,8 @@ async fn issue_code(
         access_exp: None,
     };
     let st = state.clone();
-    match web::block(move || st.store.save_code(&record)).await {
-        Ok(Ok(())) => {}
-        _ => return unavailable(),
+    if let Err(resp) = stored(web::block(move || st.store.save_code(&record)).await) {
+        return resp;
     }
     let mut pairs = vec![("code", code.as_str())];
     if let Some(s) = &request.state {
@@ -467,9 +481,9 @@ pub async fn login(
         }
     })
     .await;
-    let user = match outcome {
-        Ok(Ok(LoginOutcome::Success(u))) => u,
-        Ok(Ok(LoginOutcome::Throttled)) => {
+    let user = match stored(outcome) {
+        Ok(LoginOutcome::Success(u)) => u,
+        Ok(LoginOutcome::Throttled) => {
             tracing::info!(client_id = %client.client_id, "sign-in throttled for this address");
             return error_page(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -477,7 +491,7 @@ pub async fn login(
                 "There were too many failed sign-ins from your network. Wait a few minutes and try again.",
             );
         }
-        Ok(Ok(LoginOutcome::Failed)) => {
+        Ok(LoginOutcome::Failed) => {
             tracing::info!(client_id = %client.client_id, "sign-in failed");
             let csrf = Csrf::for_request(&req, &state.config);
             let username = params.get("username").unwrap_or("");
@@ -490,7 +504,7 @@ pub async fn login(
             };
             return render(page(StatusCode::UNAUTHORIZED), &page_data);
         }
-        _ => return unavailable(),
+        Err(resp) => return resp,
     };
     // A new session id on every sign-in (no fixation); the old session, if any, ends.
     let old = pages::read_cookie(&req, &state.config, "session").map(|c| opaque::hash_secret(&c));
@@ -510,8 +524,8 @@ pub async fn login(
         st.store.create_session(&h, &s, now)
     })
     .await;
-    if !matches!(created, Ok(Ok(()))) {
-        return unavailable();
+    if let Err(resp) = stored(created) {
+        return resp;
     }
     tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in");
     proceed(
@@ -577,8 +591,8 @@ pub async fn consent(
         st.store.save_consent(&uid, &cid, &all, now)
     })
     .await;
-    if !matches!(saved, Ok(Ok(()))) {
-        return unavailable();
+    if let Err(resp) = stored(saved) {
+        return resp;
     }
     tracing::info!(client_id = %client.client_id, user_id = %user.id, "consent granted");
     issue_code(&state, &request, &hash, &session, &user).await

@@ -709,18 +709,30 @@ impl ConsentStore for DbStore {
         now: UnixTime,
     ) -> StoreResult<()> {
         let mut conn = self.conn()?;
-        conn.transaction(|c| {
-            diesel::delete(consents::table.find((user_id, client_id))).execute(c)?;
-            diesel::insert_into(consents::table)
-                .values((
-                    consents::user_id.eq(user_id),
-                    consents::client_id.eq(client_id),
-                    consents::scope.eq(scopes.join(" ")),
-                    consents::granted_at.eq(now),
-                ))
+        let scope = scopes.join(" ");
+        let update = |c: &mut AnyConnection| {
+            diesel::update(consents::table.find((user_id, client_id)))
+                .set((consents::scope.eq(&scope), consents::granted_at.eq(now)))
                 .execute(c)
-        })
-        .map(|_| ())
-        .map_err(db_err)
+        };
+        // An upsert both databases understand: update, else insert; if a concurrent request
+        // inserted first, update its row.
+        if update(&mut conn).map_err(db_err)? > 0 {
+            return Ok(());
+        }
+        let inserted = diesel::insert_into(consents::table)
+            .values((
+                consents::user_id.eq(user_id),
+                consents::client_id.eq(client_id),
+                consents::scope.eq(&scope),
+                consents::granted_at.eq(now),
+            ))
+            .execute(&mut *conn)
+            .map_err(db_err);
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict) => update(&mut conn).map(|_| ()).map_err(db_err),
+            Err(e) => Err(e),
+        }
     }
 }

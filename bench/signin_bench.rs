@@ -1,0 +1,195 @@
+//! Sign-in throughput: complete browser sign-ins per second (login POST with Argon2id, consent,
+//! code, token exchange), beside the raw Argon2id verification rate with the same parameters.
+//!
+//!   signin_bench raw SECONDS THREADS
+//!   signin_bench flow BASE CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD FLOWS THREADS
+//!
+//! Both are bounded (by time, or by a count of flows) and stop by themselves. Loopback only.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use sha2::Digest;
+
+fn raw(seconds: u64, threads: usize) {
+    let hash = portcullis::crypto::password::hash_password("tulip-granite-oboe").expect("hash");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (hash, done) = (hash.clone(), done.clone());
+            std::thread::spawn(move || {
+                while Instant::now() < deadline {
+                    assert!(portcullis::crypto::password::verify_password(
+                        "tulip-granite-oboe",
+                        Some(&hash)
+                    ));
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "raw argon2id verify: {n} in {:.1} s = {:.1}/s ({threads} threads)",
+        start.elapsed().as_secs_f64(),
+        n as f64 / start.elapsed().as_secs_f64()
+    );
+}
+
+fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+struct Flow<'a> {
+    base: &'a str,
+    client_id: &'a str,
+    secret: &'a str,
+    redirect: &'a str,
+    username: &'a str,
+    password: &'a str,
+}
+
+fn call(
+    req: ureq::Request,
+    form: Option<&[(&str, &str)]>,
+    jar: &mut HashMap<String, String>,
+) -> ureq::Response {
+    let cookie: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let req = if cookie.is_empty() {
+        req
+    } else {
+        req.set("Cookie", &cookie.join("; "))
+    };
+    let r = match form {
+        Some(f) => req.send_form(f),
+        None => req.call(),
+    };
+    let r = match r {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    for h in r.all("set-cookie") {
+        if let Some((k, v)) = h.split(';').next().and_then(|p| p.split_once('=')) {
+            jar.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    r
+}
+
+fn one_flow(agent: &ureq::Agent, f: &Flow) -> bool {
+    let verifier = format!("{:0>64}", rand_suffix());
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let params = [
+        ("client_id", f.client_id),
+        ("redirect_uri", f.redirect),
+        ("response_type", "code"),
+        ("scope", "openid profile"),
+        ("state", "s"),
+        ("prompt", "consent"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.extend_pairs(params);
+    let mut jar = HashMap::new();
+    let login = call(
+        agent.get(&format!("{}/authorize?{}", f.base, q.finish())),
+        None,
+        &mut jar,
+    );
+    let Some(csrf) = hidden(&login.into_string().unwrap_or_default(), "csrf_token") else {
+        return false;
+    };
+    let mut form: Vec<(&str, &str)> = params.to_vec();
+    form.extend([
+        ("csrf_token", csrf.as_str()),
+        ("username", f.username),
+        ("password", f.password),
+    ]);
+    let consent = call(
+        agent.post(&format!("{}/login", f.base)),
+        Some(&form),
+        &mut jar,
+    );
+    let Some(csrf2) = hidden(&consent.into_string().unwrap_or_default(), "csrf_token") else {
+        return false;
+    };
+    let mut form: Vec<(&str, &str)> = params.to_vec();
+    form.extend([("csrf_token", csrf2.as_str()), ("decision", "allow")]);
+    let back = call(
+        agent.post(&format!("{}/consent", f.base)),
+        Some(&form),
+        &mut jar,
+    );
+    let Some(location) = back.header("location").map(str::to_owned) else {
+        return false;
+    };
+    let Some(code) = url::Url::parse(&location).ok().and_then(|u| {
+        u.query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+    }) else {
+        return false;
+    };
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", f.client_id, f.secret));
+    let token = agent
+        .post(&format!("{}/token", f.base))
+        .set("Authorization", &format!("Basic {basic}"))
+        .send_form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", f.redirect),
+            ("code_verifier", &verifier),
+        ]);
+    token.is_ok_and(|r| r.status() == 200)
+}
+
+fn rand_suffix() -> String {
+    portcullis::crypto::opaque::random_token()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("raw") => raw(args[2].parse().expect("seconds"), args[3].parse().expect("threads")),
+        Some("flow") => {
+            let base = &args[2];
+            assert!(base.starts_with("http://127.") || base.starts_with("http://localhost"), "loopback only");
+            let f = Flow { base, client_id: &args[3], secret: &args[4], redirect: &args[5], username: &args[6], password: &args[7] };
+            let flows: usize = args[8].parse().expect("flows");
+            let threads: usize = args[9].parse().expect("threads");
+            let next = AtomicUsize::new(0);
+            let ok = AtomicUsize::new(0);
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(|| {
+                        let agent = ureq::AgentBuilder::new().redirects(0).timeout(Duration::from_secs(30)).build();
+                        while next.fetch_add(1, Ordering::Relaxed) < flows {
+                            if one_flow(&agent, &f) {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+            let secs = start.elapsed().as_secs_f64();
+            let n = ok.load(Ordering::Relaxed);
+            println!("complete sign-ins: {n}/{flows} in {secs:.1} s = {:.1}/s ({threads} threads)", n as f64 / secs);
+        }
+        _ => eprintln!("usage: signin_bench raw SECONDS THREADS | flow BASE ID SECRET REDIRECT USER PASSWORD FLOWS THREADS"),
+    }
+}
