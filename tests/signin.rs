@@ -58,7 +58,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -408,7 +408,10 @@ fn untrusted_requests_never_redirect(b: Backend) {
 }
 
 fn csrf_and_login_failures(b: Backend) {
-    let s = Server::start(b);
+    // Every attempt here comes from 127.0.0.1: keep the per-address limit out of the way.
+    let s = ServerBuilder::new(b)
+        .env("PORTCULLIS_LOGIN__IP_MAX_FAILURES", "100")
+        .start();
     user(&s, "bob", &[]);
     let (id, _) = web_client(&s, &[]);
     let params = auth_params(&id, "openid", &[]);
@@ -462,6 +465,28 @@ fn csrf_and_login_failures(b: Backend) {
         .contains("The username or password is incorrect."));
     let shown = s.cli_json(&["user", "show", "bob", "--json"]);
     assert!(shown["locked_until"].is_i64(), "{shown}");
+    s.cli_json(&["user", "unlock", "bob", "--json"]);
+    // Guesses in parallel cannot outrun the lockout: each is counted before its hash is checked.
+    let handles: Vec<_> = (0..12)
+        .map(|_| {
+            let f = form(&csrf, "bob", "parallel-wrong-guess");
+            let (url, cookies) = (s.url("/login"), browser.cookie_header());
+            std::thread::spawn(move || {
+                let refs: Vec<(&str, &str)> =
+                    f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                match agent().post(&url).set("Cookie", &cookies).send_form(&refs) {
+                    Ok(r) => r.status(),
+                    Err(ureq::Error::Status(c, _)) => c,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 401);
+    }
+    let locked = post(&mut browser, form(&csrf, "bob", PASSWORD));
+    assert_eq!(locked.status, 401, "the burst locked the account");
     s.cli_json(&["user", "unlock", "bob", "--json"]);
     let ok = post(&mut browser, form(&csrf, "bob", PASSWORD));
     assert_eq!(ok.status, 200, "{}", ok.body);
@@ -528,6 +553,12 @@ fn pkce_and_code_rules(b: Backend) {
         statuses.iter().all(|s| *s == 200 || *s == 400),
         "{statuses:?}"
     );
+
+    // prompt=consent asks even a --skip-consent client.
+    let ask = auth_params(&id, "openid", &[("prompt", "consent")]);
+    let page = browser.get(&format!("/authorize?{}", query(&ask)));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("value=\"allow\""));
 
     // A public client must use PKCE.
     let spa = s.cli_json(&[
@@ -601,6 +632,24 @@ fn prompt_login_max_age_and_deny(b: Backend) {
         .get(&format!("/authorize?{}", query(&hint)))
         .body
         .contains("value=\"dave@home\""));
+    // A request with no scope at all still needs the person to approve the client once.
+    let mut newcomer = Browser::new(&s);
+    let (other_id, _) = web_client(&s, &[]);
+    let bare = auth_params(&other_id, "", &[("scope", "")]);
+    let page = newcomer.get(&format!("/authorize?{}", query(&bare)));
+    let csrf = hidden(&page.body, "csrf_token").unwrap();
+    let mut f: Vec<(&str, &str)> = bare.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    f.extend([
+        ("csrf_token", csrf.as_str()),
+        ("username", "dave"),
+        ("password", PASSWORD),
+    ]);
+    let consent = newcomer.post("/login", &f);
+    assert_eq!(consent.status, 200, "{}", consent.body);
+    assert!(
+        consent.body.contains("value=\"allow\""),
+        "no silent code without consent"
+    );
     // Denying consent sends access_denied to the client.
     let mut fresh = Browser::new(&s);
     let denied = sign_in(

@@ -18,7 +18,8 @@ use super::pages::{self, error_page, page, render, Csrf};
 use super::{form, AppState};
 use crate::crypto::{jwt, opaque, password};
 use crate::oauth::authorize::{
-    decide, redirect_with, AuthorizationRequest, AuthorizeError, Next, SignedIn, CARRIED,
+    decide, may_consent, redirect_with, AuthorizationRequest, AuthorizeError, Next, SignedIn,
+    CARRIED,
 };
 use crate::oauth::client::Client;
 use crate::oauth::error::{ErrorCode, OAuthError};
@@ -243,7 +244,8 @@ pub async fn authorize(
     .await
 }
 
-/// Decide and act: login page, consent page, or a code.
+/// Decide and act: login page, consent page, or a code. A session cookie made by this request
+/// is set on whatever response comes out.
 #[allow(clippy::too_many_arguments)]
 async fn proceed(
     state: &web::Data<AppState>,
@@ -255,55 +257,80 @@ async fn proceed(
     just_now: bool,
     new_cookie: Option<String>,
 ) -> HttpResponse {
+    let csrf = Csrf::for_request(req, &state.config);
+    let mut resp = next_step(state, &csrf, params, request, client, session, just_now).await;
+    resp = with_csrf_cookie(resp, &csrf, state);
+    if let Some(value) = new_cookie {
+        let c = pages::cookie(&state.config, "session", value, SESSION_ABSOLUTE_SECS);
+        let _ = resp.add_cookie(&c);
+    }
+    resp
+}
+
+/// Whether a valid `id_token_hint` names someone other than `user`; an invalid hint is an error
+/// redirect. Expired hints are fine (OIDC Core 3.1.2.1).
+fn hint_mismatch(
+    state: &AppState,
+    request: &AuthorizationRequest,
+    user: Option<&User>,
+) -> Result<bool, HttpResponse> {
+    let Some(hint) = &request.id_token_hint else {
+        return Ok(false);
+    };
+    let keys = state.keys.current();
     let now = state.clock.now();
-    let hint_mismatch = match (&request.id_token_hint, &session) {
-        (Some(hint), _) => {
-            let keys = state.keys.current();
-            let claims = jwt::verify_ignoring_expiry::<IdTokenClaims>(
-                &keys.set,
-                hint,
-                "JWT",
-                &state.config.issuer,
-                now,
-            );
-            match (claims, &session) {
-                (Err(_), _) => {
-                    return authorize_error(
-                        state,
-                        request.error(ErrorCode::InvalidRequest, "id_token_hint is not valid"),
-                    )
-                }
-                (Ok(c), Some((_, _, user))) => c.sub != user.id,
-                (Ok(_), None) => false,
-            }
-        }
-        _ => false,
+    match jwt::verify_ignoring_expiry::<IdTokenClaims>(
+        &keys.set,
+        hint,
+        "JWT",
+        &state.config.issuer,
+        now,
+    ) {
+        Err(_) => Err(authorize_error(
+            state,
+            request.error(ErrorCode::InvalidRequest, "id_token_hint is not valid"),
+        )),
+        Ok(c) => Ok(user.is_some_and(|u| c.sub != u.id)),
+    }
+}
+
+async fn next_step(
+    state: &web::Data<AppState>,
+    csrf: &Csrf,
+    params: &Params,
+    request: &AuthorizationRequest,
+    client: &Client,
+    session: Option<(String, Session, User)>,
+    just_now: bool,
+) -> HttpResponse {
+    let now = state.clock.now();
+    let mismatch = match hint_mismatch(state, request, session.as_ref().map(|(_, _, u)| u)) {
+        Ok(m) => m,
+        Err(resp) => return resp,
     };
     let approved = match &session {
-        Some((_, _, user)) if !client.skip_consent => {
+        Some((_, _, user)) => {
             let (st, uid, cid) = (state.clone(), user.id.clone(), client.client_id.clone());
             match stored(web::block(move || st.store.granted_scopes(&uid, &cid)).await) {
                 Ok(s) => s,
                 Err(resp) => return resp,
             }
         }
-        _ => Vec::new(),
+        None => None,
     };
     let signed_in = session.as_ref().map(|(_, s, _)| SignedIn {
         auth_time: s.auth_time,
         just_now,
-        hint_mismatch,
+        hint_mismatch: mismatch,
     });
-    let csrf = Csrf::for_request(req, &state.config);
-    let mut resp = match decide(request, client, signed_in, &approved, now) {
+    match decide(request, client, signed_in, approved.as_deref(), now) {
         Err(e) => authorize_error(state, e),
         Ok(Next::Login) => {
-            let username = request.login_hint.as_deref().unwrap_or("");
             let page_data = LoginPage {
                 client_name: &client.name,
                 csrf_token: csrf.token("login"),
                 carried: carried(params),
-                username,
+                username: request.login_hint.as_deref().unwrap_or(""),
                 error: None,
             };
             render(page(StatusCode::OK), &page_data)
@@ -312,14 +339,18 @@ async fn proceed(
             let Some((_, _, user)) = &session else {
                 return unavailable();
             };
+            let mut scope_lines: Vec<String> = request
+                .scope
+                .iter()
+                .map(|s| describe_scope(s, &client.name))
+                .collect();
+            if scope_lines.is_empty() {
+                scope_lines.push(format!("Recognise you when you use {}", client.name));
+            }
             let page_data = ConsentPage {
                 client_name: &client.name,
                 user_display: user.name.as_deref().unwrap_or(&user.username),
-                scope_lines: request
-                    .scope
-                    .iter()
-                    .map(|s| describe_scope(s, &client.name))
-                    .collect(),
+                scope_lines,
                 csrf_token: csrf.token("consent"),
                 carried: carried(params),
                 redirect_host: url::Url::parse(&request.redirect_uri)
@@ -333,17 +364,7 @@ async fn proceed(
             Some((hash, s, user)) => issue_code(state, request, hash, s, user).await,
             None => unavailable(),
         },
-    };
-    resp = with_csrf_cookie(resp, &csrf, state);
-    if let Some(value) = new_cookie {
-        let _ = resp.add_cookie(&pages::cookie(
-            &state.config,
-            "session",
-            value,
-            SESSION_ABSOLUTE_SECS,
-        ));
     }
-    resp
 }
 
 async fn issue_code(
@@ -455,29 +476,34 @@ pub async fn login(
     );
     let ip = client_ip(&req, login.trust_forwarded_for);
     let outcome = web::block(move || -> Result<LoginOutcome, crate::store::StoreError> {
-        // Per-IP limit first: past it, no password is even looked at.
-        if st.store.ip_failures(&ip, now, ip_window)? >= ip_max {
+        // Per-IP limit first: past it, no password is even looked at. The attempt is counted
+        // before the hash is checked, so parallel guesses cannot outrun the limit.
+        if !st.store.reserve_ip(&ip, now, ip_window, ip_max)? {
             return Ok(LoginOutcome::Throttled);
         }
         let user = match normalize_username(&typed) {
             Ok(name) => st.store.find_user_by_username(&name)?,
             Err(_) => None,
         };
+        // Likewise the account's attempt is reserved first; a locked account gets no reservation
+        // but the same hash work and the same answer as a wrong password.
+        let reserved = match &user {
+            Some(u) => st.store.reserve_login(&u.id, now, max)?,
+            None => false,
+        };
         // The hash is verified whatever happens, so timing tells nothing about the account.
         let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
         let ok = password::verify_password(&password_given, hash);
         match user {
-            Some(u) if ok && !u.is_locked(now) => {
-                st.store.record_login_success(&u.id)?;
-                Ok(LoginOutcome::Success(u))
-            }
-            other => {
-                if let Some(u) = other.filter(|u| !u.is_locked(now)) {
-                    st.store.record_login_failure(&u.id, now, max, lockout)?;
+            Some(u) if reserved => {
+                if st.store.finish_login(&u.id, ok, now, max, lockout)? {
+                    st.store.release_ip(&ip)?;
+                    Ok(LoginOutcome::Success(u))
+                } else {
+                    Ok(LoginOutcome::Failed)
                 }
-                st.store.record_ip_failure(&ip, now, ip_window)?;
-                Ok(LoginOutcome::Failed)
             }
+            _ => Ok(LoginOutcome::Failed),
         }
     })
     .await;
@@ -578,11 +604,29 @@ pub async fn consent(
             )
         }
     }
+    // The request's sign-in requirements hold at this POST too (prompt=login, max_age,
+    // id_token_hint): a stale sign-in goes back to the login page.
+    let mismatch = match hint_mismatch(&state, &request, Some(&user)) {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    let signed_in = SignedIn {
+        auth_time: session.auth_time,
+        just_now: false,
+        hint_mismatch: mismatch,
+    };
+    match may_consent(&request, signed_in, state.clock.now()) {
+        Ok(true) => {}
+        Ok(false) => {
+            return proceed(&state, &req, &params, &request, &client, None, false, None).await;
+        }
+        Err(e) => return authorize_error(&state, e),
+    }
     let (st, uid, cid) = (state.clone(), user.id.clone(), client.client_id.clone());
     let scopes: Vec<String> = request.scope.iter().map(str::to_owned).collect();
     let now = state.clock.now();
     let saved = web::block(move || -> Result<(), crate::store::StoreError> {
-        let mut all = st.store.granted_scopes(&uid, &cid)?;
+        let mut all = st.store.granted_scopes(&uid, &cid)?.unwrap_or_default();
         for s in scopes {
             if !all.contains(&s) {
                 all.push(s);
@@ -604,10 +648,13 @@ pub async fn userinfo(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let from_header = form::authorization(&req)
-        .ok()
-        .flatten()
-        .and_then(|h| h.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
+    let from_header = form::authorization(&req).ok().flatten().and_then(|h| {
+        let (scheme, token) = h.trim().split_once(' ')?;
+        // RFC 7235 2.1: the scheme is case-insensitive.
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
     let token = match from_header {
         Some(t) => Some(t),
         None if req.method() == actix_web::http::Method::POST => form::read(&req, payload)

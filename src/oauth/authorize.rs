@@ -256,16 +256,23 @@ pub enum Next {
 }
 
 /// Decide the next step (OIDC Core 3.1.2.3 / 3.1.2.4). `approved` are the scopes this person
-/// has already approved for the client.
+/// has approved for the client, `None` if they never approved it at all.
 pub fn decide(
     req: &AuthorizationRequest,
     client: &Client,
     signed_in: Option<SignedIn>,
-    approved: &[String],
+    approved: Option<&[String]>,
     now: UnixTime,
 ) -> Result<Next, AuthorizeError> {
     let needs_login = match signed_in {
         None => true,
+        // OIDC Core 3.1.2.1: signed in just now, but not as the hint's subject.
+        Some(s) if s.just_now && s.hint_mismatch => {
+            return Err(req.error(
+                ErrorCode::LoginRequired,
+                "the signed-in user is not the one id_token_hint names",
+            ))
+        }
         Some(s) if s.just_now => false,
         Some(s) => {
             s.hint_mismatch
@@ -280,8 +287,11 @@ pub fn decide(
             Ok(Next::Login)
         };
     }
-    let needs_consent = !client.skip_consent
-        && (req.prompt_consent || req.scope.iter().any(|s| !approved.iter().any(|a| a == s)));
+    // prompt=consent always asks; otherwise first-party clients never do, and others do until
+    // every requested scope (or, with none, the client itself) has been approved.
+    let needs_consent = req.prompt_consent
+        || (!client.skip_consent
+            && approved.is_none_or(|a| req.scope.iter().any(|s| !a.iter().any(|x| x == s))));
     if needs_consent {
         return if req.prompt_none {
             Err(req.error(
@@ -293,6 +303,27 @@ pub fn decide(
         };
     }
     Ok(Next::IssueCode)
+}
+
+/// How long after signing in a consent form may still be posted for a request that demanded
+/// a fresh sign-in (`prompt=login`, `max_age`).
+pub const CONSENT_WINDOW_SECS: i64 = 600;
+
+/// Whether a posted consent may issue a code, or the person must sign in again: the sign-in
+/// requirements of the request hold at the time of the POST too.
+pub fn may_consent(
+    req: &AuthorizationRequest,
+    s: SignedIn,
+    now: UnixTime,
+) -> Result<bool, AuthorizeError> {
+    if s.hint_mismatch {
+        return Err(req.error(
+            ErrorCode::LoginRequired,
+            "the signed-in user is not the one id_token_hint names",
+        ));
+    }
+    let demands_fresh = req.prompt_login || req.max_age.is_some_and(|m| now - s.auth_time > m);
+    Ok(!demands_fresh || now - s.auth_time <= CONSENT_WINDOW_SECS)
 }
 
 /// `redirect_uri` with `pairs` added to its query (RFC 6749 3.1.2: keep the existing query).
@@ -425,49 +456,68 @@ mod tests {
     #[test]
     fn unregistered_scopes_are_dropped_and_prompts_decide() {
         let c = client(false);
-        let req = AuthorizationRequest::validate(
-            &params(&[("scope", "openid api:read admin")]),
-            Some(&c),
-        )
-        .unwrap();
+        let v = |extra: &[(&str, &str)], c: &Client| {
+            AuthorizationRequest::validate(&params(extra), Some(c)).unwrap()
+        };
+        let req = v(&[("scope", "openid api:read admin")], &c);
         assert_eq!(req.scope.to_string(), "openid api:read");
         let fresh = SignedIn {
             auth_time: 100,
             just_now: false,
             hint_mismatch: false,
         };
-        assert_eq!(decide(&req, &c, None, &[], 200).unwrap(), Next::Login);
+        let both = vec!["openid".to_owned(), "api:read".to_owned()];
+        let approved = Some(both.as_slice());
+        assert_eq!(decide(&req, &c, None, None, 200).unwrap(), Next::Login);
         assert_eq!(
-            decide(&req, &c, Some(fresh), &[], 200).unwrap(),
+            decide(&req, &c, Some(fresh), None, 200).unwrap(),
             Next::Consent
         );
-        let approved = vec!["openid".to_owned(), "api:read".to_owned()];
         assert_eq!(
-            decide(&req, &c, Some(fresh), &approved, 200).unwrap(),
+            decide(&req, &c, Some(fresh), approved, 200).unwrap(),
             Next::IssueCode
         );
 
-        let none =
-            AuthorizationRequest::validate(&params(&[("prompt", "none")]), Some(&c)).unwrap();
+        // No scope at all still needs the client approved once; prompt=consent always asks,
+        // even for first-party clients.
+        let bare = v(&[], &c);
         assert_eq!(
-            redirect_code(decide(&none, &c, None, &[], 200).unwrap_err()),
-            ErrorCode::LoginRequired
+            decide(&bare, &c, Some(fresh), None, 200).unwrap(),
+            Next::Consent
+        );
+        assert_eq!(
+            decide(&bare, &c, Some(fresh), Some(&[]), 200).unwrap(),
+            Next::IssueCode
+        );
+        let mut first_party = c.clone();
+        first_party.skip_consent = true;
+        assert_eq!(
+            decide(&bare, &first_party, Some(fresh), None, 200).unwrap(),
+            Next::IssueCode
+        );
+        let ask = v(&[("prompt", "consent")], &first_party);
+        assert_eq!(
+            decide(&ask, &first_party, Some(fresh), None, 200).unwrap(),
+            Next::Consent
         );
 
-        let aged = AuthorizationRequest::validate(&params(&[("max_age", "50")]), Some(&c)).unwrap();
+        let none = v(&[("prompt", "none")], &c);
+        let e = decide(&none, &c, None, None, 200).unwrap_err();
+        assert_eq!(redirect_code(e), ErrorCode::LoginRequired);
+
+        let aged = v(&[("max_age", "50")], &c);
         assert_eq!(
-            decide(&aged, &c, Some(fresh), &approved, 151).unwrap(),
+            decide(&aged, &c, Some(fresh), approved, 151).unwrap(),
             Next::Login
         );
         assert_eq!(
-            decide(&aged, &c, Some(fresh), &approved, 150).unwrap(),
+            decide(&aged, &c, Some(fresh), approved, 150).unwrap(),
             Next::IssueCode
         );
 
-        let login =
-            AuthorizationRequest::validate(&params(&[("prompt", "login")]), Some(&c)).unwrap();
+        let login = v(&[("prompt", "login")], &c);
         assert_eq!(
-            decide(&login, &c, Some(fresh), &approved, 200).unwrap(),
+            decide(&login, &c, Some(fresh), approved, 200).unwrap(),
             Next::Login
         );
         let just = SignedIn {
@@ -475,9 +525,23 @@ mod tests {
             ..fresh
         };
         assert_eq!(
-            decide(&login, &c, Some(just), &approved, 200).unwrap(),
+            decide(&login, &c, Some(just), approved, 200).unwrap(),
             Next::IssueCode
         );
+
+        // Signing in as someone other than the hint names is an error, not a code.
+        let other = SignedIn {
+            just_now: true,
+            hint_mismatch: true,
+            ..fresh
+        };
+        let e = decide(&req, &c, Some(other), approved, 200).unwrap_err();
+        assert_eq!(redirect_code(e), ErrorCode::LoginRequired);
+
+        // A consent POST for prompt=login stands only shortly after signing in.
+        assert!(may_consent(&login, fresh, 100 + CONSENT_WINDOW_SECS).unwrap());
+        assert!(!may_consent(&login, fresh, 101 + CONSENT_WINDOW_SECS).unwrap());
+        assert!(may_consent(&req, fresh, 100_000).unwrap());
     }
 
     #[test]

@@ -459,70 +459,114 @@ impl UserStore for DbStore {
         n.map(|n| n > 0).map_err(db_err)
     }
 
-    fn record_login_failure(
+    fn reserve_login(&self, id: &str, now: UnixTime, max: u32) -> StoreResult<bool> {
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let n = diesel::update(
+            users::table
+                .find(id)
+                .filter(users::locked.eq(false))
+                .filter(
+                    users::locked_until
+                        .is_null()
+                        .or(users::locked_until.le(now)),
+                )
+                .filter(users::failed_logins.lt(max)),
+        )
+        .set(users::failed_logins.eq(users::failed_logins + 1))
+        .execute(&mut *self.conn()?)
+        .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    fn finish_login(
         &self,
         id: &str,
+        ok: bool,
         now: UnixTime,
         max: u32,
         lockout_secs: u32,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut conn = self.conn()?;
-        let max = i32::try_from(max).unwrap_or(i32::MAX);
-        conn.transaction(|c| {
-            diesel::update(users::table.find(id))
-                .set(users::failed_logins.eq(users::failed_logins + 1))
-                .execute(c)?;
-            diesel::update(users::table.find(id).filter(users::failed_logins.ge(max)))
-                .set((
-                    users::failed_logins.eq(0),
-                    users::locked_until.eq(Some(now + i64::from(lockout_secs))),
-                ))
-                .execute(c)
-        })
-        .map(|_| ())
-        .map_err(db_err)
-    }
-
-    fn ip_failures(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<i32> {
-        let n = login_ip_failures::table
-            .find(ip)
-            .filter(login_ip_failures::window_start.gt(now - window_secs))
-            .select(login_ip_failures::failures)
-            .first::<i32>(&mut *self.conn()?)
-            .optional()
+        if ok {
+            let n = diesel::update(
+                users::table
+                    .find(id)
+                    .filter(users::locked.eq(false))
+                    .filter(
+                        users::locked_until
+                            .is_null()
+                            .or(users::locked_until.le(now)),
+                    ),
+            )
+            .set((
+                users::failed_logins.eq(0),
+                users::locked_until.eq(None::<i64>),
+            ))
+            .execute(&mut *conn)
             .map_err(db_err)?;
-        Ok(n.unwrap_or(0))
+            return Ok(n == 1);
+        }
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        diesel::update(users::table.find(id).filter(users::failed_logins.ge(max)))
+            .set((
+                users::failed_logins.eq(0),
+                users::locked_until.eq(Some(now + i64::from(lockout_secs))),
+            ))
+            .execute(&mut *conn)
+            .map_err(db_err)?;
+        Ok(false)
     }
 
-    fn record_ip_failure(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<()> {
+    fn reserve_ip(&self, ip: &str, now: UnixTime, window_secs: i64, max: i32) -> StoreResult<bool> {
         use login_ip_failures::dsl as t;
         let mut conn = self.conn()?;
-        let result = conn.transaction(|c| {
-            let n = diesel::update(
-                t::login_ip_failures
-                    .find(ip)
-                    .filter(t::window_start.gt(now - window_secs)),
-            )
-            .set(t::failures.eq(t::failures + 1))
-            .execute(c)?;
-            if n == 0 {
-                diesel::delete(t::login_ip_failures.find(ip)).execute(c)?;
-                diesel::insert_into(t::login_ip_failures)
-                    .values((t::ip.eq(ip), t::window_start.eq(now), t::failures.eq(1)))
-                    .execute(c)?;
-            }
-            Ok::<_, DieselError>(())
+        let n = diesel::update(
+            t::login_ip_failures
+                .find(ip)
+                .filter(t::window_start.gt(now - window_secs))
+                .filter(t::failures.lt(max)),
+        )
+        .set(t::failures.eq(t::failures + 1))
+        .execute(&mut *conn)
+        .map_err(db_err)?;
+        if n == 1 {
+            return Ok(true);
+        }
+        let live = t::login_ip_failures
+            .find(ip)
+            .filter(t::window_start.gt(now - window_secs))
+            .select(t::failures)
+            .first::<i32>(&mut *conn)
+            .optional()
+            .map_err(db_err)?;
+        if live.is_some() {
+            return Ok(false);
+        }
+        // No window, or a stale one: start a new window with this attempt.
+        let started = conn.transaction(|c| {
+            diesel::delete(t::login_ip_failures.find(ip)).execute(c)?;
+            diesel::insert_into(t::login_ip_failures)
+                .values((t::ip.eq(ip), t::window_start.eq(now), t::failures.eq(1)))
+                .execute(c)
         });
-        match result.map_err(db_err) {
-            // Another replica started the window at the same moment: its row counts.
-            Ok(()) | Err(StoreError::Conflict) => Ok(()),
+        match started.map_err(db_err) {
+            Ok(_) => Ok(true),
+            // Another replica started it at the same moment: count this attempt there.
+            Err(StoreError::Conflict) => {
+                let n = diesel::update(t::login_ip_failures.find(ip).filter(t::failures.lt(max)))
+                    .set(t::failures.eq(t::failures + 1))
+                    .execute(&mut *conn)
+                    .map_err(db_err)?;
+                Ok(n == 1)
+            }
             Err(e) => Err(e),
         }
     }
 
-    fn record_login_success(&self, id: &str) -> StoreResult<()> {
-        diesel::update(users::table.find(id).filter(users::failed_logins.ne(0)))
-            .set(users::failed_logins.eq(0))
+    fn release_ip(&self, ip: &str) -> StoreResult<()> {
+        use login_ip_failures::dsl as t;
+        diesel::update(t::login_ip_failures.find(ip).filter(t::failures.gt(0)))
+            .set(t::failures.eq(t::failures - 1))
             .execute(&mut *self.conn()?)
             .map(|_| ())
             .map_err(db_err)
@@ -684,21 +728,19 @@ impl CodeStore for DbStore {
 }
 
 impl ConsentStore for DbStore {
-    fn granted_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>> {
+    fn granted_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Vec<String>>> {
         let scope = consents::table
             .find((user_id, client_id))
             .select(consents::scope)
             .first::<String>(&mut *self.conn()?)
             .optional()
             .map_err(db_err)?;
-        Ok(scope
-            .map(|s| {
-                s.split(' ')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(scope.map(|s| {
+            s.split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }))
     }
 
     fn save_consent(

@@ -85,20 +85,26 @@ pub trait UserStore: Send + Sync {
     fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool>;
     /// Lock or unlock; unlocking also ends a lockout. Whether the user exists.
     fn set_locked(&self, id: &str, locked: bool) -> StoreResult<bool>;
-    /// Count a wrong password; at `max` in a row, lock out until `now + lockout_secs`.
-    fn record_login_failure(
+    /// Reserve one sign-in attempt for the account before its password is checked: counts it
+    /// as a failure in advance, in one statement that succeeds only while the account is not
+    /// locked and has fewer than `max` failures, so parallel guesses cannot outrun the lockout.
+    fn reserve_login(&self, id: &str, now: UnixTime, max: u32) -> StoreResult<bool>;
+    /// Settle a reserved attempt. A right password clears the count, and stands only if the
+    /// account is still unlocked (returns whether it stands); a wrong one leaves the count and,
+    /// at `max`, locks the account until `now + lockout_secs`.
+    fn finish_login(
         &self,
         id: &str,
+        ok: bool,
         now: UnixTime,
         max: u32,
         lockout_secs: u32,
-    ) -> StoreResult<()>;
-    /// A right password: the count starts again.
-    fn record_login_success(&self, id: &str) -> StoreResult<()>;
-    /// Failed sign-ins from `ip` in the window that started less than `window_secs` ago.
-    fn ip_failures(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<i32>;
-    /// Count one failed sign-in from `ip` (a stale window starts again).
-    fn record_ip_failure(&self, ip: &str, now: UnixTime, window_secs: i64) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+    /// Reserve one attempt from `ip` in a fixed window of `window_secs`: false once `max`
+    /// attempts have failed (or are in flight) in the window.
+    fn reserve_ip(&self, ip: &str, now: UnixTime, window_secs: i64, max: i32) -> StoreResult<bool>;
+    /// A reserved attempt from `ip` succeeded: it does not count.
+    fn release_ip(&self, ip: &str) -> StoreResult<()>;
 }
 
 /// A signed-in browser.
@@ -181,8 +187,8 @@ pub trait CodeStore: Send + Sync {
 
 /// Remembered consent.
 pub trait ConsentStore: Send + Sync {
-    /// The scopes `user_id` has approved for `client_id`.
-    fn granted_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Vec<String>>;
+    /// The scopes `user_id` has approved for `client_id`; `None` if they never approved it.
+    fn granted_scopes(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Vec<String>>>;
     /// Replace them.
     fn save_consent(
         &self,
