@@ -56,7 +56,7 @@ enum UserCommand {
     /// Add a person.
     Create {
         /// Sign-in name (a-z 0-9 . _ - @ +, stored lower-case).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         username: String,
         /// Email address.
         #[arg(long)]
@@ -81,6 +81,7 @@ enum UserCommand {
     /// Set a password, read from standard input.
     SetPassword {
         /// Username.
+        #[arg(allow_hyphen_values = true)]
         username: String,
         /// Read the password from standard input (required).
         #[arg(long = "password-stdin", required = true)]
@@ -97,6 +98,7 @@ enum UserCommand {
 #[derive(Debug, Args)]
 struct UserName {
     /// Username.
+    #[arg(allow_hyphen_values = true)]
     username: String,
     /// Print JSON.
     #[arg(long)]
@@ -126,7 +128,8 @@ struct JsonFlag {
 
 #[derive(Debug, Args)]
 struct ClientId {
-    /// The client id.
+    /// The client id (may start with '-', as generated ids and kids can).
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// Print JSON.
     #[arg(long)]
@@ -139,7 +142,7 @@ struct CreateClient {
     #[arg(long)]
     name: String,
     /// Choose the client id (default: generated).
-    #[arg(long = "client-id")]
+    #[arg(long = "client-id", allow_hyphen_values = true)]
     client_id: Option<String>,
     /// A public client (no secret; PKCE required).
     #[arg(long)]
@@ -186,7 +189,8 @@ enum KeysCommand {
     },
     /// Retire a key: it stops signing and leaves the JWKS when its tokens have expired.
     Retire {
-        /// The key id.
+        /// The key id (RFC 7638 thumbprints may start with '-').
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Print JSON.
         #[arg(long)]

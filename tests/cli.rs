@@ -146,6 +146,25 @@ fn client_create_rejects_bad_input_and_changes_nothing(b: Backend) {
         Value::Array(vec![])
     );
 
+    // Ids may start with '-' (generated ids and key ids are base64url): still an id, not a flag.
+    s.cli_json(&[
+        "client",
+        "create",
+        "--name",
+        "Dash",
+        "--client-id",
+        "-dash",
+        "--json",
+    ]);
+    assert_eq!(
+        s.cli_json(&["client", "show", "-dash", "--json"])["name"],
+        "Dash"
+    );
+    assert_eq!(
+        s.cli_json(&["client", "delete", "-dash", "--json"])["deleted"],
+        true
+    );
+
     // Duplicate id: the first stays as it was.
     s.cli_json(&[
         "client",
