@@ -16,7 +16,7 @@ use askama::Template;
 use super::error::ApiError;
 use super::pages::{self, error_page, page, render, Csrf};
 use super::{form, AppState};
-use crate::crypto::{jwt, opaque, password};
+use crate::crypto::{jwt, opaque};
 use crate::oauth::authorize::{
     decide, may_consent, redirect_with, AuthorizationRequest, AuthorizeError, Next, SignedIn,
     CARRIED,
@@ -24,8 +24,9 @@ use crate::oauth::authorize::{
 use crate::oauth::client::Client;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::issue::IdTokenClaims;
+use crate::oauth::login::{check_password, LoginOutcome};
 use crate::oauth::request::Params;
-use crate::oauth::user::{normalize_username, User};
+use crate::oauth::user::User;
 use crate::store::{CodeRecord, Session};
 
 /// A session ends after this long without use.
@@ -428,12 +429,6 @@ async fn posted(
     Ok((params, request, client))
 }
 
-enum LoginOutcome {
-    Success(User),
-    Failed,
-    Throttled,
-}
-
 /// The client's IP: the peer address, or behind a trusted proxy the last `X-Forwarded-For`
 /// entry (the one our proxy appended; earlier ones are the client's to forge).
 fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
@@ -468,43 +463,16 @@ pub async fn login(
     let password_given = params.get("password").unwrap_or("").to_owned();
     let st = state.clone();
     let now = state.clock.now();
-    let login = &state.config.login;
-    let (max, lockout) = (login.max_failed_attempts, login.lockout_secs);
-    let (ip_max, ip_window) = (
-        i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX),
-        i64::from(login.ip_window_secs),
-    );
-    let ip = client_ip(&req, login.trust_forwarded_for);
-    let outcome = web::block(move || -> Result<LoginOutcome, crate::store::StoreError> {
-        // Per-IP limit first: past it, no password is even looked at. The attempt is counted
-        // before the hash is checked, so parallel guesses cannot outrun the limit.
-        if !st.store.reserve_ip(&ip, now, ip_window, ip_max)? {
-            return Ok(LoginOutcome::Throttled);
-        }
-        let user = match normalize_username(&typed) {
-            Ok(name) => st.store.find_user_by_username(&name)?,
-            Err(_) => None,
-        };
-        // Likewise the account's attempt is reserved first; a locked account gets no reservation
-        // but the same hash work and the same answer as a wrong password.
-        let reserved = match &user {
-            Some(u) => st.store.reserve_login(&u.id, now, max)?,
-            None => false,
-        };
-        // The hash is verified whatever happens, so timing tells nothing about the account.
-        let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-        let ok = password::verify_password(&password_given, hash);
-        match user {
-            Some(u) if reserved => {
-                if st.store.finish_login(&u.id, ok, now, max, lockout)? {
-                    st.store.release_ip(&ip)?;
-                    Ok(LoginOutcome::Success(u))
-                } else {
-                    Ok(LoginOutcome::Failed)
-                }
-            }
-            _ => Ok(LoginOutcome::Failed),
-        }
+    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
+    let outcome = web::block(move || {
+        check_password(
+            &*st.store,
+            &st.config.login,
+            &ip,
+            &typed,
+            &password_given,
+            now,
+        )
     })
     .await;
     let user = match stored(outcome) {
@@ -694,11 +662,4 @@ pub async fn userinfo(
         Err(e) if e.code == ErrorCode::TemporarilyUnavailable => ApiError::from(e).into_response(),
         Err(e) => bearer_error(e),
     })
-}
-
-impl ApiError {
-    /// This error as a response.
-    pub fn into_response(self) -> HttpResponse {
-        actix_web::ResponseError::error_response(&self)
-    }
 }

@@ -18,6 +18,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// This error as a response.
+    pub fn into_response(self) -> HttpResponse {
+        ResponseError::error_response(&self)
+    }
+
     /// With an explicit HTTP status.
     pub fn with_status(error: OAuthError, status: StatusCode) -> Self {
         Self {

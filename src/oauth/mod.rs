@@ -8,6 +8,7 @@ pub mod error;
 pub mod grants;
 pub mod introspect;
 pub mod issue;
+pub mod login;
 pub mod pkce;
 pub mod request;
 pub mod revoke;

@@ -74,6 +74,26 @@ impl ManageConnection for Manager {
     }
 }
 
+/// Delete at most `$batch` rows of `$table` matching `$filter`, by primary key `$key`: select
+/// the keys, then delete them (one portable shape for both databases).
+macro_rules! purge {
+    ($conn:ident, $table:ident, $key:ident, $filter:expr, $batch:expr) => {{
+        let keys: Vec<String> = $table::table
+            .select($table::$key)
+            .filter($filter)
+            .limit($batch)
+            .load(&mut *$conn)
+            .map_err(db_err)?;
+        if keys.is_empty() {
+            0
+        } else {
+            diesel::delete($table::table.filter($table::$key.eq_any(&keys)))
+                .execute(&mut *$conn)
+                .map_err(db_err)?
+        }
+    }};
+}
+
 /// Logs pool errors through tracing (r2d2 would use `log`).
 #[derive(Debug)]
 struct PoolErrors;
@@ -298,43 +318,17 @@ impl Maintenance for DbStore {
     fn purge_expired(&self, now: UnixTime, batch: i64) -> StoreResult<usize> {
         // Bounded batches keep each statement (and its locks) short.
         let mut conn = self.conn()?;
-        let jtis: Vec<String> = revoked_tokens::table
-            .select(revoked_tokens::jti)
-            .filter(revoked_tokens::expires_at.lt(now))
-            .limit(batch)
-            .load(&mut *conn)
-            .map_err(db_err)?;
-        let mut n = 0;
-        if !jtis.is_empty() {
-            n += diesel::delete(revoked_tokens::table.filter(revoked_tokens::jti.eq_any(&jtis)))
-                .execute(&mut *conn)
-                .map_err(db_err)?;
-        }
-        let sessions: Vec<String> = sessions::table
-            .select(sessions::id_hash)
-            .filter(sessions::expires_at.lt(now))
-            .limit(batch)
-            .load(&mut *conn)
-            .map_err(db_err)?;
-        if !sessions.is_empty() {
-            n += diesel::delete(sessions::table.filter(sessions::id_hash.eq_any(&sessions)))
-                .execute(&mut *conn)
-                .map_err(db_err)?;
-        }
+        let mut n = purge!(
+            conn,
+            revoked_tokens,
+            jti,
+            revoked_tokens::expires_at.lt(now),
+            batch
+        );
+        n += purge!(conn, sessions, id_hash, sessions::expires_at.lt(now), batch);
         // Codes are kept past expiry while the token they issued may live, to detect replays.
-        let codes: Vec<String> = authorization_codes::table
-            .select(authorization_codes::code_hash)
-            .filter(authorization_codes::expires_at.lt(now - CODE_RETENTION_SECS))
-            .limit(batch)
-            .load(&mut *conn)
-            .map_err(db_err)?;
-        if !codes.is_empty() {
-            n += diesel::delete(
-                authorization_codes::table.filter(authorization_codes::code_hash.eq_any(&codes)),
-            )
-            .execute(&mut *conn)
-            .map_err(db_err)?;
-        }
+        let code_cutoff = authorization_codes::expires_at.lt(now - CODE_RETENTION_SECS);
+        n += purge!(conn, authorization_codes, code_hash, code_cutoff, batch);
         Ok(n)
     }
 }
@@ -776,5 +770,25 @@ impl ConsentStore for DbStore {
             Err(StoreError::Conflict) => update(&mut conn).map(|_| ()).map_err(db_err),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_removes_only_expired_rows_in_bounded_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
+        store.migrate().unwrap();
+        for (jti, exp) in [("a", 10), ("b", 20), ("c", 30), ("live", 1_000)] {
+            store.revoke_jti(jti, exp).unwrap();
+        }
+        assert_eq!(store.purge_expired(100, 2).unwrap(), 2);
+        assert_eq!(store.purge_expired(100, 2).unwrap(), 1);
+        assert_eq!(store.purge_expired(100, 2).unwrap(), 0);
+        assert!(store.is_jti_revoked("live").unwrap());
+        assert!(!store.is_jti_revoked("a").unwrap());
     }
 }

@@ -1,0 +1,58 @@
+//! Checking a password at sign-in: the per-IP limit, the account lockout, and timing that says
+//! nothing about whether the account exists. Blocking (Argon2id): run it off the async workers.
+
+use crate::clock::UnixTime;
+use crate::config::LoginConfig;
+use crate::crypto::password;
+use crate::oauth::user::{normalize_username, User};
+use crate::store::{StoreResult, UserStore};
+
+/// What a sign-in attempt came to.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    /// The password is right and the account may sign in.
+    Success(User),
+    /// Wrong password, unknown or locked account: one answer for all of them.
+    Failed,
+    /// Too many failures from this address: no password was checked.
+    Throttled,
+}
+
+/// Check `password` for `username` from client address `ip`.
+pub fn check_password<S: UserStore + ?Sized>(
+    store: &S,
+    policy: &LoginConfig,
+    ip: &str,
+    username: &str,
+    password_given: &str,
+    now: UnixTime,
+) -> StoreResult<LoginOutcome> {
+    let (max, lockout) = (policy.max_failed_attempts, policy.lockout_secs);
+    let ip_max = i32::try_from(policy.ip_max_failures).unwrap_or(i32::MAX);
+    let ip_window = i64::from(policy.ip_window_secs);
+    // Per-IP limit first: past it, no password is even looked at. The attempt is counted
+    // before the hash is checked, so parallel guesses cannot outrun the limit.
+    if !store.reserve_ip(ip, now, ip_window, ip_max)? {
+        return Ok(LoginOutcome::Throttled);
+    }
+    let user = match normalize_username(username) {
+        Ok(name) => store.find_user_by_username(&name)?,
+        Err(_) => None,
+    };
+    // Likewise the account's attempt is reserved first; a locked account gets no reservation
+    // but the same hash work and the same answer as a wrong password.
+    let reserved = match &user {
+        Some(u) => store.reserve_login(&u.id, now, max)?,
+        None => false,
+    };
+    // The hash is verified whatever happens, so timing tells nothing about the account.
+    let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
+    let ok = password::verify_password(password_given, hash);
+    match user {
+        Some(u) if reserved && store.finish_login(&u.id, ok, now, max, lockout)? => {
+            store.release_ip(ip)?;
+            Ok(LoginOutcome::Success(u))
+        }
+        _ => Ok(LoginOutcome::Failed),
+    }
+}
