@@ -23,12 +23,13 @@ fn discovery_documents(b: Backend) {
         ("revocation_endpoint", "/revoke"),
         ("authorization_endpoint", "/authorize"),
         ("userinfo_endpoint", "/userinfo"),
+        ("end_session_endpoint", "/logout"),
     ] {
         assert_eq!(d[key], format!("{}{path}", s.base), "{key}");
     }
     assert_eq!(
         d["grant_types_supported"],
-        serde_json::json!(["authorization_code", "client_credentials"])
+        serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])
     );
     assert_eq!(d["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(
@@ -48,12 +49,12 @@ fn discovery_documents(b: Backend) {
         .as_array()
         .unwrap()
         .contains(&"client_secret_basic".into()));
-    // Only what is implemented: no refresh tokens or logout yet.
-    assert!(d.get("end_session_endpoint").is_none());
-    assert!(!d["grant_types_supported"]
+    // Only what is implemented: no implicit or password grant, no registration endpoint.
+    assert!(d.get("registration_endpoint").is_none());
+    assert!(!d["response_types_supported"]
         .as_array()
         .unwrap()
-        .contains(&"refresh_token".into()));
+        .contains(&"token".into()));
 }
 
 fn jwks_publishes_public_keys_only(b: Backend) {

@@ -9,6 +9,8 @@ mod config;
 mod discovery;
 mod introspection;
 mod logging;
+mod logout;
+mod refresh;
 mod relying_party;
 mod robustness;
 mod schema;

@@ -34,7 +34,16 @@ fn authlib_relying_party_signs_in() {
         "frank",
         &["--name", "Frank Example", "--email", "frank@example.com"],
     );
-    let (id, secret) = s.client(&["--name", "Authlib RP", "--redirect-uri", REDIRECT]);
+    let (id, secret) = s.client(&[
+        "--name",
+        "Authlib RP",
+        "--redirect-uri",
+        REDIRECT,
+        "--grant-type",
+        "authorization_code",
+        "--grant-type",
+        "refresh_token",
+    ]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rp/authlib_flow.py");
     let out = Command::new("python3")
         .args([script, &s.base, &id, &secret, REDIRECT, "frank", PASSWORD])
@@ -51,6 +60,8 @@ fn authlib_relying_party_signs_in() {
     assert_eq!(seen["userinfo"]["email"], "frank@example.com");
     assert_eq!(seen["userinfo"]["name"], "Frank Example");
     assert_eq!(seen["iss_in_callback"], true);
+    assert_eq!(seen["rotated"], true);
+    assert_eq!(seen["refresh_after_revoke"], "invalid_grant");
 }
 
 /// openidconnect's HTTP client, over ureq (the library takes any `Fn(HttpRequest)`).
@@ -83,7 +94,8 @@ fn oidc_http(
 }
 
 /// The `openidconnect` crate as the relying party: discovery, PKCE, code exchange, ID token
-/// verification (signature, iss, aud, azp, exp, nonce, at_hash), userinfo.
+/// verification (signature, iss, aud, azp, exp, nonce, at_hash), userinfo, refresh with
+/// rotation.
 #[test]
 fn openidconnect_crate_relying_party() {
     use openidconnect::core::{
@@ -100,7 +112,16 @@ fn openidconnect_crate_relying_party() {
         "heidi",
         &["--name", "Heidi Example", "--email", "heidi@example.com"],
     );
-    let (id, secret) = s.client(&["--name", "OIDC RP", "--redirect-uri", REDIRECT]);
+    let (id, secret) = s.client(&[
+        "--name",
+        "OIDC RP",
+        "--redirect-uri",
+        REDIRECT,
+        "--grant-type",
+        "authorization_code",
+        "--grant-type",
+        "refresh_token",
+    ]);
 
     let issuer = IssuerUrl::new(s.base.clone()).unwrap();
     let provider = CoreProviderMetadata::discover(&issuer, &oidc_http).expect("discovery");
@@ -160,4 +181,33 @@ fn openidconnect_crate_relying_party() {
         .expect("userinfo");
     assert_eq!(info.subject().as_str(), created["id"].as_str().unwrap());
     assert_eq!(info.email().map(|e| e.as_str()), Some("heidi@example.com"));
+
+    // Refresh: a rotated refresh token and a new ID token for the same person.
+    let first_refresh = token.refresh_token().expect("refresh_token").clone();
+    let refreshed = client
+        .exchange_refresh_token(&first_refresh)
+        .unwrap()
+        .request(&oidc_http)
+        .expect("refresh");
+    let second_refresh = refreshed.refresh_token().expect("rotated").clone();
+    assert_ne!(second_refresh.secret(), first_refresh.secret());
+    let refreshed_claims = refreshed
+        .id_token()
+        .expect("id_token on refresh")
+        .claims(&id_verifier, |n: Option<&Nonce>| {
+            n.is_none()
+                .then_some(())
+                .ok_or("no nonce on refresh".to_owned())
+        })
+        .expect("refreshed ID token verifies");
+    assert_eq!(refreshed_claims.subject(), claims.subject());
+    assert_eq!(refreshed_claims.auth_time(), claims.auth_time());
+    // The first one is spent: using it again fails (and revokes the family).
+    assert!(client
+        .exchange_refresh_token(&first_refresh)
+        .unwrap()
+        .request(&oidc_http)
+        .is_err());
+    // Revocation is shown with authlib: this library refuses a revocation endpoint that is not
+    // https (RFC 7009 2), and the tests run on plain http over loopback.
 }

@@ -16,6 +16,14 @@ const PATHS: &[&str] = &[
     "/healthz",
     "/readyz",
     "/metrics",
+    "/authorize",
+    "/authorize?client_id=%00&redirect_uri=%ZZ&response_type=code",
+    "/login",
+    "/consent",
+    "/userinfo",
+    "/logout",
+    "/logout?id_token_hint=a.b.c&post_logout_redirect_uri=%ZZ&client_id=%00",
+    "/logout/confirm",
     "/nope",
     "/token/../jwks",
     "/%00",
@@ -51,6 +59,10 @@ fn garbage_never_yields_a_500() {
             .as_bytes()
             .to_vec(),
         b"grant_type=client_credentials&resource=%zz".to_vec(),
+        b"grant_type=refresh_token&refresh_token=%00%01&scope=a".to_vec(),
+        b"grant_type=refresh_token&refresh_token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            .to_vec(),
+        b"csrf_token=x&decision=logout&post_logout_redirect_uri=javascript:alert(1)".to_vec(),
         vec![b'a'; 5000],
     ];
     let content_types = [

@@ -79,7 +79,11 @@ fn carried(params: &Params) -> Vec<(&'static str, &str)> {
         .collect()
 }
 
-fn with_csrf_cookie(mut resp: HttpResponse, csrf: &Csrf, state: &AppState) -> HttpResponse {
+pub(super) fn with_csrf_cookie(
+    mut resp: HttpResponse,
+    csrf: &Csrf,
+    state: &AppState,
+) -> HttpResponse {
     if let Some(c) = csrf.cookie(&state.config) {
         let _ = resp.add_cookie(&c);
     }
@@ -87,7 +91,7 @@ fn with_csrf_cookie(mut resp: HttpResponse, csrf: &Csrf, state: &AppState) -> Ht
 }
 
 /// A `303 See Other` to `location` (after a POST the browser must GET).
-fn see_other(location: &str) -> HttpResponse {
+pub(super) fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -132,7 +136,7 @@ fn authorize_error(state: &AppState, e: AuthorizeError) -> HttpResponse {
 }
 
 /// The result of a blocking storage call, its failure logged and turned into a 503 page.
-fn stored<T>(
+pub(super) fn stored<T>(
     r: Result<Result<T, crate::store::StoreError>, actix_web::error::BlockingError>,
 ) -> Result<T, HttpResponse> {
     match r {
@@ -148,7 +152,7 @@ fn stored<T>(
     }
 }
 
-fn unavailable() -> HttpResponse {
+pub(super) fn unavailable() -> HttpResponse {
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Temporarily unavailable",
@@ -158,7 +162,10 @@ fn unavailable() -> HttpResponse {
 
 /// Parse the query (GET) or form body (POST) of a page request; duplicates and bad bodies get
 /// an error page, never a redirect.
-async fn page_params(req: &HttpRequest, payload: web::Payload) -> Result<Params, HttpResponse> {
+pub(super) async fn page_params(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Params, HttpResponse> {
     let parsed = if req.method() == actix_web::http::Method::POST {
         form::read(req, payload).await.map_err(|e| e.error)
     } else {
@@ -173,7 +180,7 @@ async fn page_params(req: &HttpRequest, payload: web::Payload) -> Result<Params,
     })
 }
 
-async fn load_client(
+pub(super) async fn load_client(
     state: &web::Data<AppState>,
     params: &Params,
 ) -> Result<Option<Arc<Client>>, HttpResponse> {
@@ -191,7 +198,7 @@ async fn load_client(
 }
 
 /// The browser's live session and its user, if any.
-async fn current_session(
+pub(super) async fn current_session(
     state: &web::Data<AppState>,
     req: &HttpRequest,
 ) -> Result<Option<(String, Session, User)>, HttpResponse> {
@@ -392,6 +399,7 @@ async fn issue_code(
         consumed_at: None,
         access_jti: None,
         access_exp: None,
+        refresh_family: None,
     };
     let st = state.clone();
     if let Err(resp) = stored(web::block(move || st.store.save_code(&record)).await) {

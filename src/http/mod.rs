@@ -4,6 +4,7 @@ mod authorize;
 mod discovery;
 pub mod error;
 mod form;
+mod logout;
 mod middleware;
 mod ops;
 mod pages;
@@ -144,6 +145,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(post_only(paths::LOGIN, authorize::login))
         .service(post_only(paths::CONSENT, authorize::consent))
+        .service(
+            web::resource(paths::END_SESSION)
+                .route(web::get().to(logout::end_session_endpoint))
+                .route(web::post().to(logout::end_session_endpoint))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+        )
+        .service(post_only(paths::LOGOUT_CONFIRM, logout::confirm))
         .service(
             web::resource(paths::USERINFO)
                 .route(web::get().to(authorize::userinfo))

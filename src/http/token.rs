@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::error::ApiError;
 use super::{authenticate_client, form, AppState};
 use crate::oauth::client_auth::Credentials;
-use crate::oauth::grants::{authorization_code, client_credentials};
+use crate::oauth::grants::{authorization_code, client_credentials, refresh_token};
 use crate::oauth::request::TokenRequest;
 
 /// `POST /token`: authenticate the client, type the request by grant, run the grant.
@@ -30,6 +30,14 @@ pub async fn token(
             web::block(move || {
                 let keys = st.keys.current();
                 authorization_code::exchange(&st.issuer(&keys), &client, &r, &*st.store)
+            })
+            .await??
+        }
+        TokenRequest::RefreshToken(r) => {
+            let (st, r) = (state.clone(), r.clone());
+            web::block(move || {
+                let keys = st.keys.current();
+                refresh_token::exchange(&st.issuer(&keys), &client, &r, &*st.store)
             })
             .await??
         }

@@ -11,10 +11,10 @@ use crate::oauth::client::Client;
 use crate::oauth::client_auth::Credentials;
 use crate::oauth::issue::Issuer;
 use crate::oauth::{introspect, revoke};
-use crate::store::RevocationStore;
+use crate::store::Store;
 
 /// Authenticate the client, require `token`, then run `op` on the blocking pool (it reads or
-/// writes the revocation list).
+/// writes the revocation list and refresh tokens) with the token and its `token_type_hint`.
 async fn with_token<T, E, F>(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -24,15 +24,24 @@ async fn with_token<T, E, F>(
 where
     T: Send + 'static,
     E: Into<ApiError> + Send + 'static,
-    F: FnOnce(&Issuer<'_>, &Client, &str, &dyn RevocationStore) -> Result<T, E> + Send + 'static,
+    F: FnOnce(&Issuer<'_>, &Client, &str, Option<&str>, &dyn Store) -> Result<T, E>
+        + Send
+        + 'static,
 {
     let params = form::read(&req, payload).await?;
     let creds = Credentials::extract(form::authorization(&req)?, &params)?;
     let client: Arc<Client> = authenticate_client(&state, &creds).await?;
     let token = params.require("token")?.to_owned();
+    let hint = params.get("token_type_hint").map(str::to_owned);
     let result = web::block(move || {
         let keys = state.keys.current();
-        op(&state.issuer(&keys), &client, &token, &*state.store)
+        op(
+            &state.issuer(&keys),
+            &client,
+            &token,
+            hint.as_deref(),
+            &*state.store,
+        )
     })
     .await?;
     result.map_err(Into::into)
@@ -44,7 +53,10 @@ pub async fn introspect(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let response = with_token(state, req, payload, introspect::introspect).await?;
+    let response = with_token(state, req, payload, |i, c, t, h, s| {
+        introspect::introspect(i, c, t, h, s)
+    })
+    .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(response))
@@ -56,7 +68,10 @@ pub async fn revoke(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = with_token(state, req, payload, revoke::revoke).await?;
+    let outcome = with_token(state, req, payload, |i, c, t, h, s| {
+        revoke::revoke(i, c, t, h, s)
+    })
+    .await?;
     tracing::debug!(?outcome, "revocation");
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -23,6 +23,10 @@ pub mod paths {
     pub const LOGIN: &str = "/login";
     /// The consent form posts here.
     pub const CONSENT: &str = "/consent";
+    /// OIDC RP-Initiated Logout 1.0.
+    pub const END_SESSION: &str = "/logout";
+    /// The logout confirmation form posts here.
+    pub const LOGOUT_CONFIRM: &str = "/logout/confirm";
 }
 
 /// The metadata document for `issuer` (used for both well-known paths).
@@ -38,7 +42,8 @@ pub fn metadata(issuer: &str) -> Value {
         "revocation_endpoint": format!("{base}{}", paths::REVOKE),
         "authorization_endpoint": format!("{base}{}", paths::AUTHORIZE),
         "userinfo_endpoint": format!("{base}{}", paths::USERINFO),
-        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "end_session_endpoint": format!("{base}{}", paths::END_SESSION),
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],

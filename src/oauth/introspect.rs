@@ -1,22 +1,47 @@
-//! RFC 7662 token introspection.
+//! RFC 7662 token introspection, for access and refresh tokens.
 
 use serde::Serialize;
 
 use super::client::Client;
 use super::issue::{AccessTokenClaims, Issuer};
-use crate::store::{RevocationStore, StoreResult};
+use crate::clock::UnixTime;
+use crate::crypto::opaque;
+use crate::store::{RefreshRecord, StoreResult, TokenStore};
 
 /// The response: `{"active": false}` or the token's claims with `active: true`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IntrospectionResponse {
     /// Whether the token is valid now.
     pub active: bool,
-    /// RFC 7662 2.2 `token_type`, when active.
+    /// RFC 7662 2.2 `token_type`, when active: `Bearer` or `refresh_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
-    /// The claims, when active.
+    /// An access token's claims, when active.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub claims: Option<AccessTokenClaims>,
+    /// A refresh token's grant, when active.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshTokenInfo>,
+}
+
+/// What RFC 7662 2.2 says of an active refresh token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefreshTokenInfo {
+    /// Our issuer.
+    pub iss: String,
+    /// The person.
+    pub sub: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The granted scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Expiry.
+    pub exp: UnixTime,
+    /// When the person signed in.
+    pub auth_time: UnixTime,
 }
 
 impl IntrospectionResponse {
@@ -26,33 +51,93 @@ impl IntrospectionResponse {
             active: false,
             token_type: None,
             claims: None,
+            refresh: None,
         }
     }
 }
 
+/// Which kind of token to look for first (RFC 7009 2.1 / RFC 7662 2.1 `token_type_hint`);
+/// an unknown hint is ignored.
+pub fn refresh_first(hint: Option<&str>) -> bool {
+    hint == Some("refresh_token")
+}
+
+/// The refresh-token row for `token`, if it is one of ours.
+pub fn find_refresh<S: TokenStore + ?Sized>(
+    token: &str,
+    store: &S,
+) -> StoreResult<Option<RefreshRecord>> {
+    // Our refresh tokens are 43 base64url characters; anything else is not worth a query.
+    if token.len() != 43 || token.contains('.') {
+        return Ok(None);
+    }
+    store.find_refresh(&opaque::hash_secret(token))
+}
+
 /// Introspect `token` for the authenticated `caller`.
 ///
-/// Active means: a JWT we signed with a published key, the key's algorithm, `typ: at+jwt`, our
-/// `iss`, not expired, `jti` not revoked. Confidential callers (resource servers) may introspect
-/// any such token; a public client only its own, as node-oidc-provider does by default.
-pub fn introspect(
+/// An access token is active when it is a JWT we signed with a published key, the key's
+/// algorithm, `typ: at+jwt`, our `iss`, not expired, `jti` not revoked; confidential callers
+/// (resource servers) may introspect any, a public client only its own, as node-oidc-provider
+/// does by default. A refresh token is active when it is current (not rotated, revoked or
+/// expired), its user may still sign in, and the caller is the client it was issued to.
+pub fn introspect<S: TokenStore + ?Sized>(
     issuer: &Issuer<'_>,
     caller: &Client,
     token: &str,
-    revocations: &dyn RevocationStore,
+    hint: Option<&str>,
+    store: &S,
 ) -> StoreResult<IntrospectionResponse> {
-    let Some(claims) = issuer.verify_access_token(token) else {
-        return Ok(IntrospectionResponse::inactive());
+    let refresh = || -> StoreResult<Option<IntrospectionResponse>> {
+        let Some(r) = find_refresh(token, store)? else {
+            return Ok(None);
+        };
+        let current = !r.revoked
+            && r.used_at.is_none()
+            && r.expires_at > issuer.now
+            && r.client_id == caller.client_id
+            && store.find_user(&r.user_id)?.is_some_and(|u| !u.locked);
+        if !current {
+            return Ok(Some(IntrospectionResponse::inactive()));
+        }
+        Ok(Some(IntrospectionResponse {
+            active: true,
+            token_type: Some("refresh_token"),
+            claims: None,
+            refresh: Some(RefreshTokenInfo {
+                iss: issuer.issuer.to_owned(),
+                sub: r.user_id,
+                client_id: r.client_id,
+                scope: (!r.scope.is_empty()).then_some(r.scope),
+                iat: r.issued_at,
+                exp: r.expires_at,
+                auth_time: r.auth_time,
+            }),
+        }))
     };
-    if caller.is_public() && claims.client_id != caller.client_id {
-        return Ok(IntrospectionResponse::inactive());
+    if refresh_first(hint) {
+        if let Some(found) = refresh()? {
+            return Ok(found);
+        }
     }
-    if revocations.is_jti_revoked(&claims.jti)? {
-        return Ok(IntrospectionResponse::inactive());
+    if let Some(claims) = issuer.verify_access_token(token) {
+        if caller.is_public() && claims.client_id != caller.client_id {
+            return Ok(IntrospectionResponse::inactive());
+        }
+        if store.is_jti_revoked(&claims.jti)? {
+            return Ok(IntrospectionResponse::inactive());
+        }
+        return Ok(IntrospectionResponse {
+            active: true,
+            token_type: Some("Bearer"),
+            claims: Some(claims),
+            refresh: None,
+        });
     }
-    Ok(IntrospectionResponse {
-        active: true,
-        token_type: Some("Bearer"),
-        claims: Some(claims),
-    })
+    if !refresh_first(hint) {
+        if let Some(found) = refresh()? {
+            return Ok(found);
+        }
+    }
+    Ok(IntrospectionResponse::inactive())
 }

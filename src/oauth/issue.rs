@@ -145,6 +145,9 @@ pub struct TokenResponse {
     /// OIDC ID token, when `openid` was granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// The next refresh token, for clients registered with the grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// What signing an access token produced (for metrics and later revocation bookkeeping).

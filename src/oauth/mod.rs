@@ -9,6 +9,7 @@ pub mod grants;
 pub mod introspect;
 pub mod issue;
 pub mod login;
+pub mod logout;
 pub mod pkce;
 pub mod request;
 pub mod revoke;

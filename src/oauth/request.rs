@@ -91,6 +91,26 @@ pub enum TokenRequest {
     ClientCredentials(ClientCredentialsRequest),
     /// RFC 6749 4.1.3 with RFC 7636.
     AuthorizationCode(AuthorizationCodeRequest),
+    /// RFC 6749 6.
+    RefreshToken(RefreshTokenRequest),
+}
+
+/// RFC 6749 6.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshTokenRequest {
+    /// The refresh token.
+    pub refresh_token: String,
+    /// A narrower scope than granted, if asked for.
+    pub scope: Option<Scope>,
+}
+
+impl std::fmt::Debug for RefreshTokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret.
+        f.debug_struct("RefreshTokenRequest")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// RFC 6749 4.1.3 plus RFC 7636 4.5.
@@ -128,6 +148,7 @@ impl TokenRequest {
         match self {
             TokenRequest::ClientCredentials(_) => "client_credentials",
             TokenRequest::AuthorizationCode(_) => "authorization_code",
+            TokenRequest::RefreshToken(_) => "refresh_token",
         }
     }
 
@@ -142,6 +163,10 @@ impl TokenRequest {
                 code: params.require("code")?.to_owned(),
                 redirect_uri: params.get("redirect_uri").map(str::to_owned),
                 code_verifier: params.get("code_verifier").map(str::to_owned),
+            })),
+            "refresh_token" => Ok(TokenRequest::RefreshToken(RefreshTokenRequest {
+                refresh_token: params.require("refresh_token")?.to_owned(),
+                scope: params.get("scope").map(Scope::parse).transpose()?,
             })),
             other => Err(OAuthError::unsupported_grant_type(format!(
                 "grant_type '{}' is not supported",

@@ -2,8 +2,9 @@
 
 use super::client::Client;
 use super::error::OAuthError;
+use super::introspect::{find_refresh, refresh_first};
 use super::issue::Issuer;
-use crate::store::RevocationStore;
+use crate::store::TokenStore;
 
 /// What revocation did; the HTTP answer is 200 for both (RFC 7009 2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,39 +15,65 @@ pub enum Revocation {
     Ignored,
 }
 
+fn foreign() -> OAuthError {
+    OAuthError::unauthorized_client("the token was not issued to this client")
+}
+
 /// Revoke `token` for the authenticated `caller`. `token_type_hint` only orders the search
-/// (RFC 7009 2.1), and until refresh tokens exist there is one kind to search, so it is ignored.
-/// A valid token issued to another client is refused with `unauthorized_client` and left alone
-/// (RFC 7009 2.1: the server verifies the token was issued to the client making the request and
-/// otherwise refuses the request).
-pub fn revoke(
+/// (RFC 7009 2.1). An access token is revoked by its `jti`; a refresh token takes its whole
+/// family and the access tokens issued from it (RFC 7009 2.1: tokens of the same grant). A valid
+/// token issued to another client is refused with `unauthorized_client` and left alone (the
+/// server verifies the token was issued to the client making the request and otherwise refuses
+/// the request).
+pub fn revoke<S: TokenStore + ?Sized>(
     issuer: &Issuer<'_>,
     caller: &Client,
     token: &str,
-    revocations: &dyn RevocationStore,
+    hint: Option<&str>,
+    store: &S,
 ) -> Result<Revocation, OAuthError> {
+    let refresh = || -> Result<Option<Revocation>, OAuthError> {
+        let Some(r) = find_refresh(token, store)? else {
+            return Ok(None);
+        };
+        if r.client_id != caller.client_id {
+            return Err(foreign());
+        }
+        store.revoke_family(&r.family_id, issuer.now)?;
+        Ok(Some(Revocation::Revoked))
+    };
+    if refresh_first(hint) {
+        if let Some(done) = refresh()? {
+            return Ok(done);
+        }
+    }
     match issuer.verify_access_token(token) {
         Some(claims) if claims.client_id == caller.client_id => {
-            revocations.revoke_jti(&claims.jti, claims.exp)?;
-            Ok(Revocation::Revoked)
+            store.revoke_jti(&claims.jti, claims.exp)?;
+            return Ok(Revocation::Revoked);
         }
-        Some(_) => Err(OAuthError::unauthorized_client(
-            "the token was not issued to this client",
-        )),
-        None => Ok(Revocation::Ignored),
+        Some(_) => return Err(foreign()),
+        None => {}
     }
+    if !refresh_first(hint) {
+        if let Some(done) = refresh()? {
+            return Ok(done);
+        }
+    }
+    Ok(Revocation::Ignored)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DatabaseUrl;
     use crate::config::TokenConfig;
     use crate::crypto::keys::KeySet;
     use crate::oauth::client::AuthMethod;
     use crate::oauth::grants::client_credentials;
     use crate::oauth::introspect::introspect;
     use crate::oauth::request::ClientCredentialsRequest;
-    use crate::store::memory::MemoryStore;
+    use crate::store::db::DbStore;
 
     fn client(id: &str, method: AuthMethod) -> Client {
         Client::sample(id, method, None)
@@ -63,7 +90,8 @@ mod tests {
             tokens: &tokens,
             now,
         };
-        let store = MemoryStore::default();
+        let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
+        store.migrate().unwrap();
         let a = client("a", AuthMethod::ClientSecretBasic);
         let b = client("b", AuthMethod::ClientSecretBasic);
         let public = client("p", AuthMethod::None);
@@ -74,32 +102,36 @@ mod tests {
         let (resp, _) = client_credentials::exchange(&at(1_000), &a, &req).unwrap();
         let t = resp.access_token.as_str();
 
-        let active = introspect(&at(1_001), &b, t, &store).unwrap();
+        let active = introspect(&at(1_001), &b, t, None, &store).unwrap();
         assert!(active.active, "a resource server may introspect");
         assert_eq!(active.claims.unwrap().client_id, "a");
-        assert!(!introspect(&at(1_001), &public, t, &store).unwrap().active);
         assert!(
-            !introspect(&at(1_600), &a, t, &store).unwrap().active,
+            !introspect(&at(1_001), &public, t, None, &store)
+                .unwrap()
+                .active
+        );
+        assert!(
+            !introspect(&at(1_600), &a, t, None, &store).unwrap().active,
             "expired"
         );
         assert!(
-            !introspect(&at(1_001), &a, "garbage", &store)
+            !introspect(&at(1_001), &a, "garbage", None, &store)
                 .unwrap()
                 .active
         );
 
         assert_eq!(
-            revoke(&at(1_001), &b, t, &store).unwrap_err().code,
+            revoke(&at(1_001), &b, t, None, &store).unwrap_err().code,
             crate::oauth::error::ErrorCode::UnauthorizedClient
         );
-        assert!(introspect(&at(1_001), &a, t, &store).unwrap().active);
+        assert!(introspect(&at(1_001), &a, t, None, &store).unwrap().active);
         assert_eq!(
-            revoke(&at(1_001), &a, t, &store).unwrap(),
+            revoke(&at(1_001), &a, t, None, &store).unwrap(),
             Revocation::Revoked
         );
-        assert!(!introspect(&at(1_001), &a, t, &store).unwrap().active);
+        assert!(!introspect(&at(1_001), &a, t, None, &store).unwrap().active);
         assert_eq!(
-            revoke(&at(1_001), &a, "x.y.z", &store).unwrap(),
+            revoke(&at(1_001), &a, "x.y.z", None, &store).unwrap(),
             Revocation::Ignored
         );
     }

@@ -10,11 +10,12 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use super::schema::{
-    authorization_codes, clients, consents, login_ip_failures, revoked_tokens, sessions, users,
+    authorization_codes, clients, consents, login_ip_failures, refresh_tokens, revoked_tokens,
+    sessions, users,
 };
 use super::{
-    ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, RevocationStore, Session,
-    SessionStore, StoreError, StoreResult, UserStore,
+    ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, RefreshRecord, RefreshStore,
+    RevocationStore, Session, SessionStore, StoreError, StoreResult, UserStore,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -268,10 +269,16 @@ impl ClientStore for DbStore {
     }
 
     fn delete_client(&self, client_id: &str) -> StoreResult<bool> {
-        let n = diesel::delete(clients::table.find(client_id))
-            .execute(&mut *self.conn()?)
-            .map_err(db_err)?;
-        Ok(n > 0)
+        // Its grants go with it, so a client registered later under the same id inherits none.
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::client_id.eq(client_id)))
+                .execute(c)?;
+            diesel::delete(consents::table.filter(consents::client_id.eq(client_id))).execute(c)?;
+            diesel::delete(clients::table.find(client_id)).execute(c)
+        })
+        .map(|n| n > 0)
+        .map_err(db_err)
     }
 
     fn set_client_secret(&self, client_id: &str, secret_hash: &str) -> StoreResult<bool> {
@@ -329,12 +336,19 @@ impl Maintenance for DbStore {
         // Codes are kept past expiry while the token they issued may live, to detect replays.
         let code_cutoff = authorization_codes::expires_at.lt(now - CODE_RETENTION_SECS);
         n += purge!(conn, authorization_codes, code_hash, code_cutoff, batch);
+        // A rotated token stays until its own expiry, so that its reuse is recognised.
+        let refresh_cutoff = refresh_tokens::expires_at.lt(now);
+        n += purge!(conn, refresh_tokens, token_hash, refresh_cutoff, batch);
+        let window_cutoff = login_ip_failures::window_start.lt(now - IP_WINDOW_RETENTION_SECS);
+        n += purge!(conn, login_ip_failures, ip, window_cutoff, batch);
         Ok(n)
     }
 }
 
 /// How long a used or expired code row is kept, to recognise a replay (one day).
 const CODE_RETENTION_SECS: i64 = 86_400;
+/// Per-IP failure windows older than this are gone (longer than any sensible window).
+const IP_WINDOW_RETENTION_SECS: i64 = 86_400;
 
 type UserRow = (
     String,
@@ -421,6 +435,8 @@ impl UserStore for DbStore {
         conn.transaction(|c| {
             diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(c)?;
             diesel::delete(consents::table.filter(consents::user_id.eq(id))).execute(c)?;
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(id)))
+                .execute(c)?;
             diesel::delete(users::table.find(id)).execute(c)
         })
         .map(|n| n > 0)
@@ -645,6 +661,7 @@ type CodeRow = (
     Option<i64>,
     Option<String>,
     Option<i64>,
+    Option<String>,
 );
 
 impl CodeStore for DbStore {
@@ -691,6 +708,7 @@ impl CodeStore for DbStore {
                 consumed_at: r.11,
                 access_jti: r.12,
                 access_exp: r.13,
+                refresh_family: r.14,
             })
         })
         .transpose()
@@ -702,22 +720,178 @@ impl CodeStore for DbStore {
         now: UnixTime,
         jti: &str,
         jti_exp: UnixTime,
+        refresh: Option<&RefreshRecord>,
     ) -> StoreResult<bool> {
         use authorization_codes::dsl as t;
-        // One statement: of N concurrent redemptions exactly one updates the row.
-        let n = diesel::update(
-            authorization_codes::table
-                .find(code_hash)
-                .filter(t::consumed_at.is_null()),
-        )
-        .set((
-            t::consumed_at.eq(Some(now)),
-            t::access_jti.eq(Some(jti)),
-            t::access_exp.eq(Some(jti_exp)),
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            // One statement: of N concurrent redemptions exactly one updates the row.
+            let n = diesel::update(
+                authorization_codes::table
+                    .find(code_hash)
+                    .filter(t::consumed_at.is_null()),
+            )
+            .set((
+                t::consumed_at.eq(Some(now)),
+                t::access_jti.eq(Some(jti)),
+                t::access_exp.eq(Some(jti_exp)),
+                t::refresh_family.eq(refresh.map(|r| r.family_id.as_str())),
+            ))
+            .execute(c)?;
+            if n == 1 {
+                if let Some(r) = refresh {
+                    insert_refresh(c, r)?;
+                }
+            }
+            Ok(n == 1)
+        })
+        .map_err(db_err)
+    }
+}
+
+fn insert_refresh(c: &mut AnyConnection, r: &RefreshRecord) -> QueryResult<usize> {
+    use refresh_tokens::dsl as t;
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            t::token_hash.eq(&r.token_hash),
+            t::family_id.eq(&r.family_id),
+            t::client_id.eq(&r.client_id),
+            t::user_id.eq(&r.user_id),
+            t::session_hash.eq(&r.session_hash),
+            t::scope.eq(&r.scope),
+            t::offline.eq(r.offline),
+            t::auth_time.eq(r.auth_time),
+            t::amr.eq(to_json(&r.amr)),
+            t::issued_at.eq(r.issued_at),
+            t::expires_at.eq(r.expires_at),
+            t::used_at.eq(r.used_at),
+            t::revoked.eq(r.revoked),
+            t::access_jti.eq(&r.access_jti),
+            t::access_exp.eq(r.access_exp),
         ))
-        .execute(&mut *self.conn()?)
-        .map_err(db_err)?;
-        Ok(n == 1)
+        .execute(c)
+}
+
+/// Revoke a family's tokens and the live access tokens issued from it (inside a transaction).
+fn revoke_family_in(c: &mut AnyConnection, family_id: &str, now: UnixTime) -> QueryResult<()> {
+    use diesel::sql_types::{BigInt, Text};
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family_id))
+            .filter(refresh_tokens::revoked.eq(false)),
+    )
+    .set(refresh_tokens::revoked.eq(true))
+    .execute(c)?;
+    // One statement both databases accept (numbered parameters, ON CONFLICT DO NOTHING), so
+    // that two replicas revoking the same family at once do not fail each other.
+    diesel::sql_query(
+        "INSERT INTO revoked_tokens (jti, expires_at) \
+         SELECT access_jti, access_exp FROM refresh_tokens \
+         WHERE family_id = $1 AND access_jti IS NOT NULL AND access_exp > $2 \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind::<Text, _>(family_id)
+    .bind::<BigInt, _>(now)
+    .execute(c)?;
+    Ok(())
+}
+
+type RefreshRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    i64,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    bool,
+    Option<String>,
+    Option<i64>,
+);
+
+impl RefreshStore for DbStore {
+    fn find_refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>> {
+        let row = refresh_tokens::table
+            .find(token_hash)
+            .first::<RefreshRow>(&mut *self.conn()?)
+            .optional()
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok(RefreshRecord {
+                token_hash: r.0,
+                family_id: r.1,
+                client_id: r.2,
+                user_id: r.3,
+                session_hash: r.4,
+                scope: r.5,
+                offline: r.6,
+                auth_time: r.7,
+                amr: from_json("refresh_tokens.amr", &r.8)?,
+                issued_at: r.9,
+                expires_at: r.10,
+                used_at: r.11,
+                revoked: r.12,
+                access_jti: r.13,
+                access_exp: r.14,
+            })
+        })
+        .transpose()
+    }
+
+    fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        now: UnixTime,
+        next: &RefreshRecord,
+    ) -> StoreResult<bool> {
+        use refresh_tokens::dsl as t;
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            // The row lock (PostgreSQL) or write lock (SQLite) taken here serialises concurrent
+            // rotations; each re-checks `used_at IS NULL` and only the first finds it.
+            let n = diesel::update(
+                refresh_tokens::table
+                    .find(old_hash)
+                    .filter(t::used_at.is_null())
+                    .filter(t::revoked.eq(false))
+                    .filter(t::expires_at.gt(now)),
+            )
+            .set(t::used_at.eq(Some(now)))
+            .execute(c)?;
+            if n == 1 {
+                insert_refresh(c, next)?;
+            }
+            Ok(n == 1)
+        })
+        .map_err(db_err)
+    }
+
+    fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        conn.transaction(|c| revoke_family_in(c, family_id, now))
+            .map_err(db_err)
+    }
+
+    fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize> {
+        let mut conn = self.conn()?;
+        let families: Vec<String> = refresh_tokens::table
+            .filter(refresh_tokens::session_hash.eq(session_hash))
+            .filter(refresh_tokens::offline.eq(false))
+            .filter(refresh_tokens::revoked.eq(false))
+            .select(refresh_tokens::family_id)
+            .distinct()
+            .load(&mut *conn)
+            .map_err(db_err)?;
+        for f in &families {
+            conn.transaction(|c| revoke_family_in(c, f, now))
+                .map_err(db_err)?;
+        }
+        Ok(families.len())
     }
 }
 
@@ -790,5 +964,75 @@ mod tests {
         assert_eq!(store.purge_expired(100, 2).unwrap(), 0);
         assert!(store.is_jti_revoked("live").unwrap());
         assert!(!store.is_jti_revoked("a").unwrap());
+    }
+
+    fn refresh(hash: &str, family: &str, session: &str, offline: bool, jti: &str) -> RefreshRecord {
+        RefreshRecord {
+            token_hash: hash.into(),
+            family_id: family.into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            session_hash: session.into(),
+            scope: "openid".into(),
+            offline,
+            auth_time: 1,
+            amr: vec!["pwd".into()],
+            issued_at: 10,
+            expires_at: 1_000,
+            used_at: None,
+            revoked: false,
+            access_jti: Some(jti.into()),
+            access_exp: Some(600),
+        }
+    }
+
+    #[test]
+    fn refresh_rotation_is_single_use_and_family_revocation_takes_access_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
+        store.migrate().unwrap();
+        store
+            .rotate_refresh("none", 10, &refresh("x", "f", "s", false, "j0"))
+            .map(|ok| assert!(!ok, "an unknown token does not rotate"))
+            .unwrap();
+        let mut conn = store.conn().unwrap();
+        insert_refresh(&mut conn, &refresh("r1", "f", "s", false, "j1")).unwrap();
+        drop(conn);
+        assert!(store
+            .rotate_refresh("r1", 20, &refresh("r2", "f", "s", false, "j2"))
+            .unwrap());
+        assert!(
+            !store
+                .rotate_refresh("r1", 21, &refresh("r3", "f", "s", false, "j3"))
+                .unwrap(),
+            "a used token does not rotate twice"
+        );
+        assert!(
+            store.find_refresh("r3").unwrap().is_none(),
+            "nothing written"
+        );
+        assert_eq!(store.find_refresh("r1").unwrap().unwrap().used_at, Some(20));
+        // One access token of the family is already revoked: revoking the family must not trip
+        // over it, and revoking twice is fine.
+        store.revoke_jti("j1", 600).unwrap();
+        store.revoke_family("f", 30).unwrap();
+        store.revoke_family("f", 30).unwrap();
+        assert!(store.is_jti_revoked("j2").unwrap());
+        assert!(store.find_refresh("r2").unwrap().unwrap().revoked);
+        assert!(!store
+            .rotate_refresh("r2", 31, &refresh("r4", "f", "s", false, "j4"))
+            .unwrap());
+        // Logout takes the session's online families only.
+        let mut conn = store.conn().unwrap();
+        insert_refresh(&mut conn, &refresh("on", "g", "s2", false, "k1")).unwrap();
+        insert_refresh(&mut conn, &refresh("off", "h", "s2", true, "k2")).unwrap();
+        drop(conn);
+        assert_eq!(store.revoke_session_families("s2", 40).unwrap(), 1);
+        assert!(store.find_refresh("on").unwrap().unwrap().revoked);
+        assert!(!store.find_refresh("off").unwrap().unwrap().revoked);
+        assert!(store.is_jti_revoked("k1").unwrap() && !store.is_jti_revoked("k2").unwrap());
+        // Expired rows go with the purge.
+        assert!(store.purge_expired(2_000, 100).unwrap() >= 5);
+        assert!(store.find_refresh("off").unwrap().is_none());
     }
 }

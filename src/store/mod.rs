@@ -166,6 +166,8 @@ pub struct CodeRecord {
     pub access_jti: Option<String>,
     /// Its expiry.
     pub access_exp: Option<UnixTime>,
+    /// The refresh-token family the redemption started.
+    pub refresh_family: Option<String>,
 }
 
 /// Authorization codes.
@@ -175,14 +177,72 @@ pub trait CodeStore: Send + Sync {
     /// A code by hash, consumed or not.
     fn find_code(&self, code_hash: &str) -> StoreResult<Option<CodeRecord>>;
     /// Redeem: one atomic statement that succeeds for exactly one caller, recording the access
-    /// token it will issue. False if already consumed.
+    /// token it will issue; in the same transaction, store the first token of the refresh
+    /// family it starts, if any. False (and nothing written) if already consumed.
     fn consume_code(
         &self,
         code_hash: &str,
         now: UnixTime,
         jti: &str,
         jti_exp: UnixTime,
+        refresh: Option<&RefreshRecord>,
     ) -> StoreResult<bool>;
+}
+
+/// A refresh token as stored (by hash). Every token of a family carries the grant: client,
+/// user, scope, session and how the person signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// SHA-256 of the token.
+    pub token_hash: String,
+    /// Shared by every token rotated from the same grant.
+    pub family_id: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The person.
+    pub user_id: String,
+    /// The sign-in session (hash) the grant came from.
+    pub session_hash: String,
+    /// The granted scope, space-separated; a refresh may narrow what it asks for, never this.
+    pub scope: String,
+    /// Granted with `offline_access`: outlives the session.
+    pub offline: bool,
+    /// When the person signed in.
+    pub auth_time: UnixTime,
+    /// How.
+    pub amr: Vec<String>,
+    /// When this token was issued.
+    pub issued_at: UnixTime,
+    /// When it expires.
+    pub expires_at: UnixTime,
+    /// Set when it was rotated.
+    pub used_at: Option<UnixTime>,
+    /// Set when its family was revoked.
+    pub revoked: bool,
+    /// The access token issued with it.
+    pub access_jti: Option<String>,
+    /// Its expiry.
+    pub access_exp: Option<UnixTime>,
+}
+
+/// Refresh tokens.
+pub trait RefreshStore: Send + Sync {
+    /// A token by hash, whatever its state.
+    fn find_refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
+    /// Rotate: mark `old_hash` used, only if it is unused, unrevoked and unexpired, and store
+    /// `next` in the same transaction. Exactly one of concurrent callers gets true; the others
+    /// write nothing.
+    fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        now: UnixTime,
+        next: &RefreshRecord,
+    ) -> StoreResult<bool>;
+    /// Revoke every token of a family and, in the same transaction, every access token issued
+    /// from it that has not expired. Idempotent.
+    fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Revoke the families issued in a session without `offline_access` (at logout); how many.
+    fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize>;
 }
 
 /// Remembered consent.
@@ -199,9 +259,20 @@ pub trait ConsentStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+/// What introspection and revocation read and write.
+pub trait TokenStore: RevocationStore + RefreshStore + UserStore {}
+impl<T: RevocationStore + RefreshStore + UserStore + ?Sized> TokenStore for T {}
+
 /// Everything the server needs.
 pub trait Store:
-    ClientStore + RevocationStore + Maintenance + UserStore + SessionStore + CodeStore + ConsentStore
+    ClientStore
+    + RevocationStore
+    + Maintenance
+    + UserStore
+    + SessionStore
+    + CodeStore
+    + ConsentStore
+    + RefreshStore
 {
 }
 impl<T> Store for T where
@@ -212,5 +283,6 @@ impl<T> Store for T where
         + SessionStore
         + CodeStore
         + ConsentStore
+        + RefreshStore
 {
 }

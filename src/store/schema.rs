@@ -65,6 +65,27 @@ diesel::table! {
         consumed_at -> Nullable<BigInt>,
         access_jti -> Nullable<Text>,
         access_exp -> Nullable<BigInt>,
+        refresh_family -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        family_id -> Text,
+        client_id -> Text,
+        user_id -> Text,
+        session_hash -> Text,
+        scope -> Text,
+        offline -> Bool,
+        auth_time -> BigInt,
+        amr -> Text,
+        issued_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+        revoked -> Bool,
+        access_jti -> Nullable<Text>,
+        access_exp -> Nullable<BigInt>,
     }
 }
 

@@ -3,7 +3,8 @@
 Usage: authlib_flow.py ISSUER CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD
 The browser part (login and consent forms) is played by `requests`; everything OAuth is
 authlib's: the PKCE authorization URL, the code exchange, ID token verification against the
-JWKS, userinfo. Prints one JSON line with what it saw; exits non-zero on any failure.
+JWKS, userinfo, refreshing (with rotation) and revoking the refresh token. Prints one JSON line
+with what it saw; exits non-zero on any failure.
 """
 import html
 import json
@@ -13,6 +14,7 @@ import sys
 import warnings
 
 import requests
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 
 warnings.simplefilter("ignore")  # authlib.jose's deprecation notice
@@ -76,5 +78,26 @@ claims = jwt.decode(
 claims.validate()
 userinfo = rp.get(meta["userinfo_endpoint"], timeout=10).json()
 assert userinfo["sub"] == claims["sub"], (userinfo, claims)
+
+# Refresh through authlib: a new access token and a rotated refresh token.
+first_refresh = token["refresh_token"]
+refreshed = rp.refresh_token(meta["token_endpoint"], refresh_token=first_refresh)
+assert refreshed["refresh_token"] != first_refresh, "rotated"
+refreshed_claims = jwt.decode(refreshed["id_token"], jwks)
+assert refreshed_claims["sub"] == claims["sub"]
+assert refreshed_claims["auth_time"] == claims["auth_time"]
+assert rp.get(meta["userinfo_endpoint"], timeout=10).json()["sub"] == claims["sub"]
+
+# Revoke through authlib; refreshing with the revoked token then fails with invalid_grant.
+revoked = rp.revoke_token(
+    meta["revocation_endpoint"], token=refreshed["refresh_token"], token_type_hint="refresh_token"
+)
+assert revoked.status_code == 200, revoked.text
+refused = None
+try:
+    rp.refresh_token(meta["token_endpoint"], refresh_token=refreshed["refresh_token"])
+except OAuthError as e:
+    refused = e.error
 print(json.dumps({"sub": claims["sub"], "userinfo": userinfo, "scope": token.get("scope"),
-                  "iss_in_callback": "iss=" in callback}))
+                  "iss_in_callback": "iss=" in callback, "rotated": True,
+                  "refresh_after_revoke": refused}))

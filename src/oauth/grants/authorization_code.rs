@@ -1,25 +1,27 @@
 //! RFC 6749 4.1.3: redeeming an authorization code, with PKCE (RFC 7636) and OIDC ID tokens.
 
+use super::{next_refresh, person_tokens, PersonGrant};
 use crate::crypto::opaque;
 use crate::oauth::client::{Client, GrantType};
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{Audience, IssuedAccessToken, Issuer, SignIn, TokenResponse};
+use crate::oauth::issue::{IssuedAccessToken, Issuer, TokenResponse};
 use crate::oauth::pkce;
 use crate::oauth::request::AuthorizationCodeRequest;
 use crate::oauth::scope::Scope;
-use crate::store::{CodeStore, RevocationStore, UserStore};
+use crate::store::{CodeStore, RefreshRecord, RefreshStore, RevocationStore, UserStore};
 
 /// What the grant needs from storage.
-pub trait CodeGrantStore: CodeStore + UserStore + RevocationStore {}
-impl<T: CodeStore + UserStore + RevocationStore + ?Sized> CodeGrantStore for T {}
+pub trait CodeGrantStore: CodeStore + UserStore + RevocationStore + RefreshStore {}
+impl<T: CodeStore + UserStore + RevocationStore + RefreshStore + ?Sized> CodeGrantStore for T {}
 
 fn invalid(why: &str) -> OAuthError {
     OAuthError::invalid_grant(why)
 }
 
 /// Redeem `request.code` for `client`. A code is single-use: whoever presents it again (or loses
-/// a race for it) gets `invalid_grant`, and the access token of the redemption is revoked
-/// (RFC 6749 4.1.2: the code may have been stolen).
+/// a race for it) gets `invalid_grant`, and the access token and refresh-token family of the
+/// redemption are revoked (RFC 6749 4.1.2: the code may have been stolen). Clients registered
+/// for the refresh grant get a refresh token, whether or not `offline_access` was asked for.
 pub fn exchange<S: CodeGrantStore + ?Sized>(
     issuer: &Issuer<'_>,
     client: &Client,
@@ -39,8 +41,11 @@ pub fn exchange<S: CodeGrantStore + ?Sized>(
         if let Some(r) = store.find_code(&code_hash)? {
             if let (Some(jti), Some(exp)) = (r.access_jti, r.access_exp) {
                 store.revoke_jti(&jti, exp)?;
-                tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
             }
+            if let Some(family) = r.refresh_family {
+                store.revoke_family(&family, issuer.now)?;
+            }
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed; its tokens are revoked");
         }
         Ok(invalid("the code has already been used"))
     };
@@ -69,41 +74,39 @@ pub fn exchange<S: CodeGrantStore + ?Sized>(
         .find_user(&record.user_id)?
         .filter(|u| !u.is_locked(issuer.now))
         .ok_or_else(|| invalid("the user can no longer sign in"))?;
+    let scope = Scope::parse(&record.scope)?;
     let jti = opaque::random_id();
-    if !store.consume_code(&code_hash, issuer.now, &jti, issuer.access_exp())? {
+    let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
+        let grant = RefreshRecord {
+            token_hash: String::new(),
+            family_id: String::new(),
+            client_id: client.client_id.clone(),
+            user_id: user.id.clone(),
+            session_hash: record.session_hash.clone(),
+            scope: record.scope.clone(),
+            offline: scope.contains("offline_access"),
+            auth_time: record.auth_time,
+            amr: record.amr.clone(),
+            issued_at: issuer.now,
+            expires_at: issuer.now,
+            used_at: None,
+            revoked: false,
+            access_jti: None,
+            access_exp: None,
+        };
+        next_refresh(issuer, &opaque::random_id(), &grant, &jti)
+    });
+    let stored = refresh.as_ref().map(|(_, r)| r);
+    if !store.consume_code(&code_hash, issuer.now, &jti, issuer.access_exp(), stored)? {
         return Err(revoke_redemption()?);
     }
-    let scope = Scope::parse(&record.scope)?;
-    let person = SignIn {
+    let grant = PersonGrant {
+        client_id: &client.client_id,
+        user: &user,
+        scope: &scope,
         auth_time: record.auth_time,
         amr: &record.amr,
-        roles: &user.roles,
+        nonce: record.nonce.as_deref(),
     };
-    let issued = issuer.access_token(
-        &user.id,
-        &client.client_id,
-        &scope,
-        Audience::One(issuer.issuer.to_owned()),
-        Some(jti),
-        Some(person),
-    )?;
-    let id_token = if scope.contains("openid") {
-        Some(issuer.id_token(
-            &user.id,
-            &client.client_id,
-            record.nonce.as_deref(),
-            person,
-            &issued.token,
-        )?)
-    } else {
-        None
-    };
-    let response = TokenResponse {
-        access_token: issued.token.clone(),
-        token_type: "Bearer".into(),
-        expires_in: issuer.tokens.access_token_ttl_secs,
-        scope: (!scope.is_empty()).then(|| scope.to_string()),
-        id_token,
-    };
-    Ok((response, issued))
+    person_tokens(issuer, &grant, jti, refresh.map(|(t, _)| t))
 }

@@ -66,6 +66,7 @@ pub fn exchange(
         expires_in: issuer.tokens.access_token_ttl_secs,
         scope: (!scope.is_empty()).then(|| scope.to_string()),
         id_token: None,
+        refresh_token: None,
     };
     Ok((response, issued))
 }

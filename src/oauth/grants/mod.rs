@@ -1,4 +1,94 @@
-//! One module per grant type.
+//! One module per grant type, and what the grants of a signed-in person share.
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod refresh_token;
+
+use super::error::OAuthError;
+use super::issue::{Audience, IssuedAccessToken, Issuer, SignIn, TokenResponse};
+use super::scope::Scope;
+use super::user::User;
+use crate::clock::UnixTime;
+use crate::crypto::opaque;
+use crate::store::RefreshRecord;
+
+/// The grant a person gave a client, as the code and refresh grants carry it.
+pub struct PersonGrant<'a> {
+    /// The client.
+    pub client_id: &'a str,
+    /// The person.
+    pub user: &'a User,
+    /// The scope the tokens carry.
+    pub scope: &'a Scope,
+    /// When they signed in.
+    pub auth_time: UnixTime,
+    /// How.
+    pub amr: &'a [String],
+    /// The authorization request's nonce (none on refresh, OIDC Core 12.2).
+    pub nonce: Option<&'a str>,
+}
+
+/// Sign the access token (with the `jti` the caller recorded) and, for `openid`, the ID token.
+pub fn person_tokens(
+    issuer: &Issuer<'_>,
+    grant: &PersonGrant<'_>,
+    jti: String,
+    refresh_token: Option<String>,
+) -> Result<(TokenResponse, IssuedAccessToken), OAuthError> {
+    let person = SignIn {
+        auth_time: grant.auth_time,
+        amr: grant.amr,
+        roles: &grant.user.roles,
+    };
+    let issued = issuer.access_token(
+        &grant.user.id,
+        grant.client_id,
+        grant.scope,
+        Audience::One(issuer.issuer.to_owned()),
+        Some(jti),
+        Some(person),
+    )?;
+    let id_token = if grant.scope.contains("openid") {
+        Some(issuer.id_token(
+            &grant.user.id,
+            grant.client_id,
+            grant.nonce,
+            person,
+            &issued.token,
+        )?)
+    } else {
+        None
+    };
+    let response = TokenResponse {
+        access_token: issued.token.clone(),
+        token_type: "Bearer".into(),
+        expires_in: issuer.tokens.access_token_ttl_secs,
+        scope: (!grant.scope.is_empty()).then(|| grant.scope.to_string()),
+        id_token,
+        refresh_token,
+    };
+    Ok((response, issued))
+}
+
+/// A new refresh token of `family_id` carrying the grant of `like` (its scope, session and
+/// sign-in), issued now beside the access token `jti`. Returns the token and its record.
+pub fn next_refresh(
+    issuer: &Issuer<'_>,
+    family_id: &str,
+    like: &RefreshRecord,
+    jti: &str,
+) -> (String, RefreshRecord) {
+    let token = opaque::random_token();
+    let record = RefreshRecord {
+        token_hash: opaque::hash_secret(&token),
+        family_id: family_id.to_owned(),
+        issued_at: issuer.now,
+        expires_at: issuer.now + i64::from(issuer.tokens.refresh_token_ttl_secs),
+        used_at: None,
+        revoked: false,
+        access_jti: Some(jti.to_owned()),
+        access_exp: Some(issuer.access_exp()),
+        ..like.clone()
+    };
+    (token, record)
+}

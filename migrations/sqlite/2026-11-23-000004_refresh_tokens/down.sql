@@ -1,0 +1,2 @@
+ALTER TABLE authorization_codes DROP COLUMN refresh_family;
+DROP TABLE refresh_tokens;

@@ -1,0 +1,88 @@
+//! RFC 6749 6: refreshing, with rotation and reuse detection (RFC 9700 4.14.2).
+//!
+//! Every use returns a new refresh token and retires the presented one. Presenting a retired
+//! token again, even by losing a race for it, revokes the whole family and the access tokens it
+//! issued: either the client or an attacker holds a copy, and the server cannot tell which.
+
+use super::{next_refresh, person_tokens, PersonGrant};
+use crate::crypto::opaque;
+use crate::oauth::client::{Client, GrantType};
+use crate::oauth::error::OAuthError;
+use crate::oauth::issue::{IssuedAccessToken, Issuer, TokenResponse};
+use crate::oauth::request::RefreshTokenRequest;
+use crate::oauth::scope::Scope;
+use crate::store::{RefreshStore, RevocationStore, UserStore};
+
+/// What the grant needs from storage.
+pub trait RefreshGrantStore: RefreshStore + UserStore + RevocationStore {}
+impl<T: RefreshStore + UserStore + RevocationStore + ?Sized> RefreshGrantStore for T {}
+
+fn invalid(why: &str) -> OAuthError {
+    OAuthError::invalid_grant(why)
+}
+
+/// Refresh for `client`: check the token, narrow the scope if asked, rotate atomically, sign.
+pub fn exchange<S: RefreshGrantStore + ?Sized>(
+    issuer: &Issuer<'_>,
+    client: &Client,
+    request: &RefreshTokenRequest,
+    store: &S,
+) -> Result<(TokenResponse, IssuedAccessToken), OAuthError> {
+    if !client.allows_grant(GrantType::RefreshToken) {
+        return Err(OAuthError::unauthorized_client(
+            "the client is not registered for the refresh_token grant",
+        ));
+    }
+    let hash = opaque::hash_secret(&request.refresh_token);
+    let record = store
+        .find_refresh(&hash)?
+        .ok_or_else(|| invalid("unknown refresh token"))?;
+    if record.client_id != client.client_id {
+        return Err(invalid("the refresh token was issued to another client"));
+    }
+    let reused = || -> Result<OAuthError, OAuthError> {
+        store.revoke_family(&record.family_id, issuer.now)?;
+        tracing::warn!(client_id = %client.client_id, "refresh token reused; its family is revoked");
+        Ok(invalid("the refresh token has already been used"))
+    };
+    if record.revoked {
+        return Err(invalid("the refresh token has been revoked"));
+    }
+    if record.used_at.is_some() {
+        return Err(reused()?);
+    }
+    if record.expires_at <= issuer.now {
+        return Err(invalid("the refresh token has expired"));
+    }
+    let granted = Scope::parse(&record.scope)?;
+    let scope = match &request.scope {
+        Some(asked) if asked.iter().any(|s| !granted.contains(s)) => {
+            return Err(OAuthError::invalid_scope(
+                "the requested scope exceeds the one granted",
+            ))
+        }
+        Some(asked) => asked.clone(),
+        None => granted,
+    };
+    // An operator's lock ends refreshing; a temporary lockout after wrong passwords does not,
+    // or anyone could end other people's sessions by guessing.
+    let user = store
+        .find_user(&record.user_id)?
+        .filter(|u| !u.locked)
+        .ok_or_else(|| invalid("the user can no longer sign in"))?;
+    let jti = opaque::random_id();
+    let (token, next) = next_refresh(issuer, &record.family_id, &record, &jti);
+    if !store.rotate_refresh(&hash, issuer.now, &next)? {
+        // Someone rotated it between our read and our write.
+        return Err(reused()?);
+    }
+    let grant = PersonGrant {
+        client_id: &client.client_id,
+        user: &user,
+        scope: &scope,
+        auth_time: record.auth_time,
+        amr: &record.amr,
+        nonce: None,
+    };
+    person_tokens(issuer, &grant, jti, Some(token))
+}

@@ -1,0 +1,230 @@
+//! RP-initiated logout: with and without `id_token_hint`, registered post-logout URIs only,
+//! the session and its online refresh tokens end, offline ones survive.
+
+use crate::both_backends;
+use crate::common::{Backend, Server};
+use crate::refresh::{authorize_in_session, refresh, rp_client, tokens, BYE};
+use crate::signin::{auth_params, hidden, location_params, query, user, Browser};
+
+fn q(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// `prompt=none` in this browser: the code's redirect, or the error's.
+fn silent(b: &mut Browser, client_id: &str) -> std::collections::HashMap<String, String> {
+    let params = auth_params(client_id, "openid", &[("prompt", "none")]);
+    location_params(&b.get(&format!("/authorize?{}", query(&params)))).1
+}
+
+fn logout_with_hint_ends_session_and_online_refresh_tokens(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "ivy", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let online = tokens(&s, &mut browser, c, "ivy", "openid notes:read");
+    let offline = tokens(&s, &mut browser, c, "ivy", "openid offline_access");
+    let hint = online["id_token"].as_str().unwrap();
+    assert!(silent(&mut browser, &id).contains_key("code"), "signed in");
+    let old_cookies = browser.cookies.clone();
+
+    let r = browser.get(&format!(
+        "/logout?{}",
+        q(&[
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", BYE),
+            ("state", "bye-1"),
+        ])
+    ));
+    let (to, back) = location_params(&r);
+    assert_eq!(to, BYE);
+    assert_eq!(back.get("state").map(String::as_str), Some("bye-1"));
+    assert_eq!(
+        browser
+            .cookies
+            .get("portcullis_session")
+            .map(String::as_str),
+        Some(""),
+        "session cookie cleared"
+    );
+
+    // The session is gone server-side too: replaying the old cookie does not help.
+    browser.cookies = old_cookies;
+    assert_eq!(
+        silent(&mut browser, &id).get("error").map(String::as_str),
+        Some("login_required")
+    );
+    let rt = |t: &serde_json::Value| t["refresh_token"].as_str().unwrap().to_owned();
+    refresh(&s, c, &rt(&online), None).assert_error(400, "invalid_grant");
+    let kept = refresh(&s, c, &rt(&offline), None);
+    assert_eq!(
+        kept.status, 200,
+        "offline_access survives logout: {}",
+        kept.body
+    );
+
+    // Logging out again without a session: nothing to end, the redirect still happens.
+    let r = browser.get(&format!(
+        "/logout?{}",
+        q(&[("id_token_hint", hint), ("post_logout_redirect_uri", BYE)])
+    ));
+    assert_eq!(location_params(&r).0, BYE);
+}
+
+fn logout_without_hint_asks_first(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "jay", &["--name", "Jay <i>Example</i>"]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    tokens(&s, &mut browser, c, "jay", "openid");
+    let ask = browser.get(&format!(
+        "/logout?{}",
+        q(&[
+            ("client_id", &id),
+            ("post_logout_redirect_uri", BYE),
+            ("state", "s<1>"),
+        ])
+    ));
+    assert_eq!(ask.status, 200, "{}", ask.body);
+    assert!(ask.body.contains("Sign out?") && ask.body.contains("Notes"));
+    assert!(ask.body.contains("Jay &#60;i&#62;Example") || ask.body.contains("Jay &lt;i&gt;"));
+    assert!(!ask.body.contains("<i>Example"), "escaped");
+    assert!(ask
+        .header("content-security-policy")
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let csrf = hidden(&ask.body, "csrf_token").unwrap();
+    assert!(
+        silent(&mut browser, &id).contains_key("code"),
+        "asking ended nothing"
+    );
+
+    // No or wrong CSRF token: refused, still signed in.
+    let mut form = vec![
+        ("client_id", id.as_str()),
+        ("post_logout_redirect_uri", BYE),
+        ("state", "s<1>"),
+        ("decision", "logout"),
+    ];
+    assert_eq!(browser.post("/logout/confirm", &form).status, 403);
+    form.push(("csrf_token", "forged"));
+    assert_eq!(browser.post("/logout/confirm", &form).status, 403);
+    assert!(silent(&mut browser, &id).contains_key("code"));
+
+    // Staying keeps the session.
+    form.pop();
+    form.push(("csrf_token", &csrf));
+    form[3] = ("decision", "stay");
+    let stay = browser.post("/logout/confirm", &form);
+    assert_eq!(location_params(&stay).0, BYE);
+    assert!(silent(&mut browser, &id).contains_key("code"));
+
+    // Confirming ends it and returns with the state.
+    form[3] = ("decision", "logout");
+    let done = browser.post("/logout/confirm", &form);
+    let (to, back) = location_params(&done);
+    assert_eq!((to.as_str(), back["state"].as_str()), (BYE, "s<1>"));
+    assert_eq!(silent(&mut browser, &id)["error"], "login_required");
+
+    // Without a client or a redirect: our own signed-out page.
+    tokens(&s, &mut browser, c, "jay", "openid");
+    let ask = browser.get("/logout");
+    let csrf = hidden(&ask.body, "csrf_token").unwrap();
+    let done = browser.post(
+        "/logout/confirm",
+        &[("csrf_token", &csrf), ("decision", "logout")],
+    );
+    assert_eq!(done.status, 200);
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    assert_eq!(silent(&mut browser, &id)["error"], "login_required");
+}
+
+fn bad_logout_requests_never_redirect(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "kim", &[]);
+    user(&s, "lee", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let (other, other_secret) = rp_client(&s, "Other");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let t = tokens(&s, &mut browser, c, "kim", "openid");
+    let hint = t["id_token"].as_str().unwrap();
+    let mut tampered = hint.to_owned();
+    tampered.pop();
+    tampered.push(if hint.ends_with('A') { 'B' } else { 'A' });
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        // an unregistered URI, even one that differs by a slash
+        vec![
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", "http://127.0.0.1:9/bye/"),
+        ],
+        vec![
+            ("id_token_hint", hint),
+            ("post_logout_redirect_uri", "https://evil.example/"),
+        ],
+        // garbage or tampered hints
+        vec![
+            ("id_token_hint", "garbage"),
+            ("post_logout_redirect_uri", BYE),
+        ],
+        vec![
+            ("id_token_hint", &tampered),
+            ("post_logout_redirect_uri", BYE),
+        ],
+        // a hint for one client, a client_id of another
+        vec![
+            ("id_token_hint", hint),
+            ("client_id", &other),
+            ("post_logout_redirect_uri", BYE),
+        ],
+        // a URI with no client to check it against, or an unknown client
+        vec![("post_logout_redirect_uri", BYE)],
+        vec![("client_id", "nobody"), ("post_logout_redirect_uri", BYE)],
+    ];
+    for case in &cases {
+        for post in [false, true] {
+            let r = if post {
+                browser.post("/logout", case)
+            } else {
+                browser.get(&format!("/logout?{}", q(case)))
+            };
+            assert_eq!(r.status, 400, "{case:?}: {}", r.body);
+            assert!(r.header("location").is_none(), "{case:?}");
+            assert!(r.body.contains("not valid"), "{}", r.body);
+        }
+    }
+    assert!(
+        silent(&mut browser, &id).contains_key("code"),
+        "still signed in"
+    );
+
+    // A valid hint for someone else than the signed-in person: asked, not signed out.
+    let (o, os) = (other.as_str(), other_secret.as_str());
+    let mut second = Browser::new(&s);
+    let lee_hint = tokens(&s, &mut second, (o, os), "lee", "openid")["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = browser.get(&format!("/logout?{}", q(&[("id_token_hint", &lee_hint)])));
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Sign out?"));
+    assert!(silent(&mut browser, &id).contains_key("code"));
+    // The hint's own person is signed out at once, in their browser.
+    let r = second.get(&format!("/logout?{}", q(&[("id_token_hint", &lee_hint)])));
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("You have signed out"));
+    let code = authorize_in_session(&mut browser, &auth_params(&id, "openid", &[]));
+    assert!(!code.is_empty(), "the other browser is untouched");
+    assert_eq!(silent(&mut second, o)["error"], "login_required");
+}
+
+both_backends!(
+    logout_with_hint_ends_session_and_online_refresh_tokens,
+    logout_without_hint_asks_first,
+    bad_logout_requests_never_redirect,
+);
