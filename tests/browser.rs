@@ -121,6 +121,14 @@ impl WebDriver {
             .to_owned()
     }
 
+    fn text(&self, css: &str) -> String {
+        let id = self.element(css);
+        self.call("GET", &format!("/element/{id}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     fn type_into(&self, css: &str, text: &str) {
         let id = self.element(css);
         self.call(
@@ -212,6 +220,8 @@ fn chromium_signs_in_and_approves() {
         &redirect,
         "--scope",
         "photos:read",
+        "--post-logout-redirect-uri",
+        &format!("http://127.0.0.1:{cb_port}/bye"),
     ]);
     let mut params = auth_params(&id, "openid profile email photos:read", &[]);
     for (k, v) in params.iter_mut() {
@@ -248,4 +258,25 @@ fn chromium_signs_in_and_approves() {
     };
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["id_token"].is_string());
+
+    // Sign out: the application sends the browser to the end-session endpoint without a hint,
+    // so the person is asked first; then back to the application's registered page.
+    let bye = format!("http://127.0.0.1:{cb_port}/bye");
+    let logout = form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", &id)
+        .append_pair("post_logout_redirect_uri", &bye)
+        .append_pair("state", "out-1")
+        .finish();
+    wd.goto(&s.url(&format!("/logout?{logout}")));
+    wd.element("button[name=decision][value=logout]");
+    wd.screenshot("logout.png");
+    wd.click("button[name=decision][value=logout]");
+    let landed = wd.wait_for_url(&bye);
+    assert!(landed.contains("state=out-1"), "{landed}");
+    // Signed out: another sign-in request shows the login page again; our own signed-out page.
+    wd.goto(&s.url("/logout"));
+    assert_eq!(wd.text("h1"), "You have signed out");
+    wd.screenshot("signed-out.png");
+    wd.goto(&s.url(&format!("/authorize?{}", query(&params))));
+    wd.element("input[name=password]");
 }
