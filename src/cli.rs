@@ -64,6 +64,12 @@ enum UserCommand {
         /// Full name.
         #[arg(long)]
         name: Option<String>,
+        /// Phone number, E.164 recommended (released with the `phone` scope).
+        #[arg(long = "phone-number", allow_hyphen_values = true)]
+        phone_number: Option<String>,
+        /// Postal address as one formatted text; "\n" separates lines (the `address` scope).
+        #[arg(long)]
+        address: Option<String>,
         /// A role (repeatable).
         #[arg(long = "role")]
         roles: Vec<String>,
@@ -506,6 +512,8 @@ fn user_json(u: &User) -> Value {
         "username": u.username,
         "email": u.email,
         "name": u.name,
+        "phone_number": u.phone_number,
+        "address": u.address,
         "roles": u.roles,
         "locked": u.locked,
         "locked_until": u.locked_until,
@@ -519,6 +527,11 @@ fn print_user(u: &User) {
     println!("username: {}", u.username);
     println!("email:    {}", u.email.as_deref().unwrap_or("-"));
     println!("name:     {}", u.name.as_deref().unwrap_or("-"));
+    println!("phone:    {}", u.phone_number.as_deref().unwrap_or("-"));
+    println!(
+        "address:  {}",
+        u.address.as_deref().unwrap_or("-").replace('\n', ", ")
+    );
     println!(
         "roles:    {}",
         if u.roles.is_empty() {
@@ -544,6 +557,8 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             username,
             email,
             name,
+            phone_number,
+            address,
             roles,
             password_stdin,
             json,
@@ -553,6 +568,18 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 if !e.contains('@') || e.len() > 254 || e.chars().any(char::is_whitespace) {
                     return Err(usage(format!("--email {e:?} is not an email address")));
                 }
+            }
+            if let Some(p) = &phone_number {
+                let ok = p.len() <= 32
+                    && p.chars().any(|c| c.is_ascii_digit())
+                    && p.chars()
+                        .all(|c| c.is_ascii_digit() || " +-().".contains(c));
+                if !ok {
+                    return Err(usage(format!("--phone-number {p:?} is not a phone number")));
+                }
+            }
+            if address.as_ref().is_some_and(|a| a.len() > 512) {
+                return Err(usage("--address is longer than 512 characters"));
             }
             if let Some(r) = roles.iter().find(|r| !is_scope_token(r)) {
                 return Err(usage(format!("--role {r:?} is not a valid role name")));
@@ -567,6 +594,10 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 username,
                 email,
                 name: name.filter(|n| !n.trim().is_empty()),
+                phone_number: phone_number.map(|p| p.trim().to_owned()),
+                address: address
+                    .map(|a| a.replace("\\n", "\n").trim().to_owned())
+                    .filter(|a| !a.is_empty()),
                 roles,
                 password_hash,
                 locked: false,

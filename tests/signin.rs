@@ -700,7 +700,58 @@ fn failed_sign_ins_are_limited_per_address(b: Backend) {
     assert_eq!(attempt("192.0.2.11", "ivan", PASSWORD), 200);
 }
 
+/// userinfo releases each claim only with its scope (OIDC Core 5.4), and leaves out claims the
+/// person does not have.
+fn userinfo_releases_claims_by_scope(b: Backend) {
+    let s = Server::start(b);
+    let ann = user(
+        &s,
+        "ann",
+        &[
+            "--name",
+            "Ann Example",
+            "--email",
+            "ann@example.com",
+            "--phone-number",
+            "+1 555 0100",
+            "--address",
+            "1 Main Street\\nSpringfield",
+        ],
+    );
+    assert_eq!(ann["phone_number"], "+1 555 0100");
+    assert_eq!(ann["address"], "1 Main Street\nSpringfield");
+    user(&s, "bo", &[]);
+    let (id, secret) = web_client(&s, &[]);
+    let c = (id.as_str(), secret.as_str());
+    let info = |username: &str, scope: &str| -> Value {
+        let mut browser = Browser::new(&s);
+        let t = crate::refresh::tokens(&s, &mut browser, c, username, scope);
+        let at = t["access_token"].as_str().unwrap();
+        s.post_form("/userinfo", &[("access_token", at)], None)
+            .json()
+    };
+    let only_sub = info("ann", "openid");
+    assert_eq!(only_sub, serde_json::json!({ "sub": ann["id"] }));
+    let contact = info("ann", "openid phone address");
+    assert_eq!(contact["phone_number"], "+1 555 0100");
+    assert_eq!(
+        contact["address"],
+        serde_json::json!({ "formatted": "1 Main Street\nSpringfield" })
+    );
+    assert!(contact.get("email").is_none() && contact.get("name").is_none());
+    let profile = info("ann", "openid profile email");
+    assert_eq!(profile["name"], "Ann Example");
+    assert_eq!(profile["email"], "ann@example.com");
+    assert!(profile.get("phone_number").is_none() && profile.get("address").is_none());
+    let bare = info("bo", "openid profile email phone address");
+    assert_eq!(bare["preferred_username"], "bo");
+    for absent in ["name", "email", "phone_number", "address"] {
+        assert!(bare.get(absent).is_none(), "{absent}: {bare}");
+    }
+}
+
 both_backends!(
+    userinfo_releases_claims_by_scope,
     failed_sign_ins_are_limited_per_address,
     full_flow_with_id_token_and_userinfo,
     untrusted_requests_never_redirect,

@@ -75,6 +75,15 @@ fn user_lifecycle(b: Backend) {
     for bad in [
         &["user", "create", "--username", "bad name"][..],
         &["user", "create", "--username", "g", "--email", "nope"],
+        &[
+            "user",
+            "create",
+            "--username",
+            "g",
+            "--phone-number",
+            "call me",
+        ],
+        &["user", "create", "--username", "g", "--phone-number", "+"],
     ] {
         assert_eq!(s.cli(bad).status.code(), Some(2), "{bad:?}");
     }

@@ -15,6 +15,10 @@ pub struct User {
     pub email: Option<String>,
     /// Full name.
     pub name: Option<String>,
+    /// Phone number (the `phone` scope).
+    pub phone_number: Option<String>,
+    /// Postal address, formatted (the `address` scope).
+    pub address: Option<String>,
     /// Roles (RBAC), released in access tokens.
     pub roles: Vec<String>,
     /// Argon2id PHC string; `None` when the user has no password.

@@ -7,8 +7,10 @@ use super::issue::Issuer;
 use crate::store::{RevocationStore, UserStore};
 
 /// The claims for the person behind `access_token`: `sub` always, `name` and
-/// `preferred_username` with `profile`, `email` with `email`. The token must be one of ours,
-/// live, unrevoked, a person's, and carry `openid`.
+/// `preferred_username` with `profile`, `email` with `email`, `phone_number` with `phone`,
+/// `address` (`{"formatted": ...}`, OIDC Core 5.1.1) with `address`; claims the person does
+/// not have are left out. The token must be one of ours, live, unrevoked, a person's, and carry
+/// `openid`.
 pub fn userinfo<S: RevocationStore + UserStore + ?Sized>(
     issuer: &Issuer<'_>,
     access_token: &str,
@@ -47,6 +49,16 @@ pub fn userinfo<S: RevocationStore + UserStore + ?Sized>(
     if scope.contains(&"email") {
         if let Some(email) = &user.email {
             out.insert("email".into(), json!(email));
+        }
+    }
+    if scope.contains(&"phone") {
+        if let Some(phone) = &user.phone_number {
+            out.insert("phone_number".into(), json!(phone));
+        }
+    }
+    if scope.contains(&"address") {
+        if let Some(address) = &user.address {
+            out.insert("address".into(), json!({ "formatted": address }));
         }
     }
     Ok(Value::Object(out))

@@ -361,6 +361,8 @@ type UserRow = (
     i32,
     Option<i64>,
     i64,
+    Option<String>,
+    Option<String>,
 );
 
 fn row_to_user(r: UserRow) -> StoreResult<User> {
@@ -369,6 +371,8 @@ fn row_to_user(r: UserRow) -> StoreResult<User> {
         username: r.1,
         email: r.2,
         name: r.3,
+        phone_number: r.10,
+        address: r.11,
         roles: serde_json::from_str(&r.4)
             .map_err(|e| StoreError::Database(format!("users.roles: {e}")))?,
         password_hash: r.5,
@@ -388,6 +392,8 @@ impl UserStore for DbStore {
                 t::username.eq(&u.username),
                 t::email.eq(&u.email),
                 t::name.eq(&u.name),
+                t::phone_number.eq(&u.phone_number),
+                t::address.eq(&u.address),
                 t::roles.eq(to_json(&u.roles)),
                 t::password_hash.eq(&u.password_hash),
                 t::locked.eq(u.locked),

@@ -35,6 +35,8 @@ diesel::table! {
         failed_logins -> Integer,
         locked_until -> Nullable<BigInt>,
         created_at -> BigInt,
+        phone_number -> Nullable<Text>,
+        address -> Nullable<Text>,
     }
 }
 

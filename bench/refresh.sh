@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# bench/refresh.sh — refresh-token rotation per second on SQLite and PostgreSQL, beside
+# node-oidc-provider's refresh figure from ../shared/peers in the same window.
+#
+# Ours: CHAINS connections, each signs in once and then refreshes for SECS seconds, every request
+# presenting the token the previous response returned (rotation: a read, an atomic update and an
+# insert per request, plus one ES256 access token). The peer does not rotate: bench.sh replays one
+# refresh token with oha (its `refresh` workload). Order: ours SQLite, peer, ours PostgreSQL, peer.
+#
+# Environment (optional): SECS=15 CHAINS="16 64" PORT=18082 PEERS=/tmp/peers
+#   PG_URL=postgres://postgres@127.0.0.1:5432/test (a database per run is created and dropped)
+# Loopback only; every run is bounded by time and stops by itself.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SECS=${SECS:-15}
+CHAINS=${CHAINS:-"16 64"}
+PORT=${PORT:-18082}
+PEERS=${PEERS:-/tmp/peers}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+OUT=${OUT:-$root/bench/results/refresh-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+cd "$root"
+cargo build --release --bin portcullis --example signin_bench
+BIN=$root/target/release/portcullis
+BENCH=$root/target/release/examples/signin_bench
+if [[ ! -d $PEERS ]]; then cp -r "$root/../shared/peers" "$PEERS"; fi
+[[ -d $PEERS/oidc-provider/node_modules/oidc-provider ]] ||
+  (cd "$PEERS/oidc-provider" && npm ci --no-audit --no-fund)
+[[ -x $PEERS/.tools/bin/oha ]] || cargo install oha --locked --root "$PEERS/.tools"
+
+work=$(mktemp -d)
+pid=""
+pgdb=""
+cleanup() {
+  [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
+  [[ -n $pgdb ]] && psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+unset PORTCULLIS_CONFIG
+export PORTCULLIS_BIND=127.0.0.1:$PORT PORTCULLIS_ISSUER=http://127.0.0.1:$PORT
+export PORTCULLIS_KEYS_DIR=$work/keys
+
+ours() {
+  local label=$1
+  export PORTCULLIS_DATABASE_URL=$2
+  printf 'bench-passphrase-42\n' | "$BIN" user create --username bench --password-stdin >/dev/null
+  local creds id secret
+  creds=$("$BIN" client create --name Bench --redirect-uri http://127.0.0.1:9/cb --scope api:read \
+    --grant-type authorization_code --grant-type refresh_token --json)
+  id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$creds")
+  secret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$creds")
+  RUST_LOG=warn "$BIN" serve >>"$OUT/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  for c in $CHAINS; do
+    printf '%s, %s chains: ' "portcullis $label" "$c"
+    "$BENCH" refresh "http://127.0.0.1:$PORT" "$id" "$secret" http://127.0.0.1:9/cb bench \
+      bench-passphrase-42 "$SECS" "$c"
+  done
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  echo "portcullis $label peak RSS: $((rss / 1024)) MiB"
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+}
+
+peer() {
+  local dir=$OUT/peer-$1
+  (cd "$PEERS" && ALGS=ES256 ALL_WORKLOADS_ALG=none SKIP_OPENSSL=1 DURATION=${SECS}s \
+    CONCURRENCY="$CHAINS" OUT_DIR=$dir ./run-oidc-provider.sh) > "$dir.log" 2>&1 || {
+    echo "peer run failed, see $dir.log" >&2; return 1; }
+  grep -i refresh "$dir/table.md" || cat "$dir/table.md"
+}
+
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) x $(nproc), $(date -u +%FT%TZ), portcullis $(git rev-parse --short HEAD)"
+ours SQLite "sqlite://$work/bench.db"
+peer 1
+if psql "$PG_URL" -qAtc 'select 1' >/dev/null 2>&1; then
+  pgdb=portcullis_refresh_$$
+  psql "$PG_URL" -qc "CREATE DATABASE $pgdb" >/dev/null
+  ours PostgreSQL "${PG_URL%/*}/$pgdb"
+  peer 2
+else
+  echo "PostgreSQL not reachable at $PG_URL: skipped" >&2
+fi

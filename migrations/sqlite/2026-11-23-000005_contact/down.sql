@@ -1,0 +1,2 @@
+ALTER TABLE users DROP COLUMN address;
+ALTER TABLE users DROP COLUMN phone_number;
