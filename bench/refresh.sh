@@ -7,7 +7,7 @@
 # insert per request, plus one ES256 access token). The peer does not rotate: bench.sh replays one
 # refresh token with oha (its `refresh` workload). Order: ours SQLite, peer, ours PostgreSQL, peer.
 #
-# Environment (optional): SECS=15 CHAINS="16 64" PORT=18082 PEERS=/tmp/peers
+# Environment (optional): SECS=15 CHAINS="16 64" PORT=18082 PEERS=/tmp/peers SKIP_PEER=1
 #   PG_URL=postgres://postgres@127.0.0.1:5432/test (a database per run is created and dropped)
 # Loopback only; every run is bounded by time and stops by itself.
 set -euo pipefail
@@ -65,6 +65,7 @@ ours() {
 }
 
 peer() {
+  [[ -n ${SKIP_PEER:-} ]] && return 0
   local dir=$OUT/peer-$1
   (cd "$PEERS" && ALGS=ES256 ALL_WORKLOADS_ALG=none SKIP_OPENSSL=1 DURATION=${SECS}s \
     CONCURRENCY="$CHAINS" OUT_DIR=$dir ./run-oidc-provider.sh) > "$dir.log" 2>&1 || {

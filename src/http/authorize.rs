@@ -484,7 +484,7 @@ pub async fn login(
     })
     .await;
     let user = match stored(outcome) {
-        Ok(LoginOutcome::Success(u)) => u,
+        Ok(LoginOutcome::Success(u)) => *u,
         Ok(LoginOutcome::Throttled) => {
             tracing::info!(client_id = %client.client_id, "sign-in throttled for this address");
             return error_page(

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::client::Client;
 use super::issue::{AccessTokenClaims, Issuer};
+use super::user::User;
 use crate::clock::UnixTime;
 use crate::crypto::opaque;
 use crate::store::{RefreshRecord, StoreResult, TokenStore};
@@ -62,11 +63,11 @@ pub fn refresh_first(hint: Option<&str>) -> bool {
     hint == Some("refresh_token")
 }
 
-/// The refresh-token row for `token`, if it is one of ours.
+/// The refresh-token row for `token`, if it is one of ours, with its user.
 pub fn find_refresh<S: TokenStore + ?Sized>(
     token: &str,
     store: &S,
-) -> StoreResult<Option<RefreshRecord>> {
+) -> StoreResult<Option<(RefreshRecord, Option<User>)>> {
     // Our refresh tokens are 43 base64url characters; anything else is not worth a query.
     if token.len() != 43 || token.contains('.') {
         return Ok(None);
@@ -89,14 +90,14 @@ pub fn introspect<S: TokenStore + ?Sized>(
     store: &S,
 ) -> StoreResult<IntrospectionResponse> {
     let refresh = || -> StoreResult<Option<IntrospectionResponse>> {
-        let Some(r) = find_refresh(token, store)? else {
+        let Some((r, user)) = find_refresh(token, store)? else {
             return Ok(None);
         };
         let current = !r.revoked
             && r.used_at.is_none()
             && r.expires_at > issuer.now
             && r.client_id == caller.client_id
-            && store.find_user(&r.user_id)?.is_some_and(|u| !u.locked);
+            && user.is_some_and(|u| !u.locked);
         if !current {
             return Ok(Some(IntrospectionResponse::inactive()));
         }

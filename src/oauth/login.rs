@@ -11,7 +11,7 @@ use crate::store::{StoreResult, UserStore};
 #[derive(Debug)]
 pub enum LoginOutcome {
     /// The password is right and the account may sign in.
-    Success(User),
+    Success(Box<User>),
     /// Wrong password, unknown or locked account: one answer for all of them.
     Failed,
     /// Too many failures from this address: no password was checked.
@@ -51,7 +51,7 @@ pub fn check_password<S: UserStore + ?Sized>(
     match user {
         Some(u) if reserved && store.finish_login(&u.id, ok, now, max, lockout)? => {
             store.release_ip(ip)?;
-            Ok(LoginOutcome::Success(u))
+            Ok(LoginOutcome::Success(Box::new(u)))
         }
         _ => Ok(LoginOutcome::Failed),
     }

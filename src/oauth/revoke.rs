@@ -33,7 +33,7 @@ pub fn revoke<S: TokenStore + ?Sized>(
     store: &S,
 ) -> Result<Revocation, OAuthError> {
     let refresh = || -> Result<Option<Revocation>, OAuthError> {
-        let Some(r) = find_refresh(token, store)? else {
+        let Some((r, _)) = find_refresh(token, store)? else {
             return Ok(None);
         };
         if r.client_id != caller.client_id {

@@ -14,8 +14,8 @@ use super::schema::{
     sessions, users,
 };
 use super::{
-    ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, RefreshRecord, RefreshStore,
-    RevocationStore, Session, SessionStore, StoreError, StoreResult, UserStore,
+    ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, NextRefresh, RefreshRecord,
+    RefreshStore, RevocationStore, Session, SessionStore, StoreError, StoreResult, UserStore,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -802,6 +802,150 @@ fn revoke_family_in(c: &mut AnyConnection, family_id: &str, now: UnixTime) -> Qu
     Ok(())
 }
 
+/// A refresh-token row read by name (raw SQL results).
+#[derive(diesel::QueryableByName)]
+#[diesel(table_name = refresh_tokens)]
+struct RefreshByName {
+    token_hash: String,
+    family_id: String,
+    client_id: String,
+    user_id: String,
+    session_hash: String,
+    scope: String,
+    offline: bool,
+    auth_time: i64,
+    amr: String,
+    issued_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+    revoked: bool,
+    access_jti: Option<String>,
+    access_exp: Option<i64>,
+}
+
+/// A user row read by name.
+#[derive(diesel::QueryableByName)]
+#[diesel(table_name = users)]
+struct UserByName {
+    id: String,
+    username: String,
+    email: Option<String>,
+    name: Option<String>,
+    roles: String,
+    password_hash: Option<String>,
+    locked: bool,
+    failed_logins: i32,
+    locked_until: Option<i64>,
+    created_at: i64,
+    phone_number: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct RotatedByName {
+    #[diesel(embed)]
+    token: RefreshByName,
+    #[diesel(embed)]
+    user: UserByName,
+}
+
+fn refresh_from_row(r: RefreshRow) -> StoreResult<RefreshRecord> {
+    Ok(RefreshRecord {
+        token_hash: r.0,
+        family_id: r.1,
+        client_id: r.2,
+        user_id: r.3,
+        session_hash: r.4,
+        scope: r.5,
+        offline: r.6,
+        auth_time: r.7,
+        amr: from_json("refresh_tokens.amr", &r.8)?,
+        issued_at: r.9,
+        expires_at: r.10,
+        used_at: r.11,
+        revoked: r.12,
+        access_jti: r.13,
+        access_exp: r.14,
+    })
+}
+
+impl RotatedByName {
+    fn into_grant(self) -> StoreResult<(RefreshRecord, User)> {
+        let (t, u) = (self.token, self.user);
+        let token = refresh_from_row((
+            t.token_hash,
+            t.family_id,
+            t.client_id,
+            t.user_id,
+            t.session_hash,
+            t.scope,
+            t.offline,
+            t.auth_time,
+            t.amr,
+            t.issued_at,
+            t.expires_at,
+            t.used_at,
+            t.revoked,
+            t.access_jti,
+            t.access_exp,
+        ))?;
+        let user = row_to_user((
+            u.id,
+            u.username,
+            u.email,
+            u.name,
+            u.roles,
+            u.password_hash,
+            u.locked,
+            u.failed_logins,
+            u.locked_until,
+            u.created_at,
+            u.phone_number,
+            u.address,
+        ))?;
+        Ok((token, user))
+    }
+}
+
+/// PostgreSQL's rotation in one statement (one round trip): mark the token used if it is
+/// current, insert the next one of its family from the same row, return the grant and the user.
+/// The UPDATE's row lock serialises concurrent rotations; each re-checks `used_at IS NULL` and
+/// only the winner's INSERT and SELECT see a row.
+fn rotate_pg(
+    c: &mut diesel::PgConnection,
+    old_hash: &str,
+    client_id: &str,
+    now: UnixTime,
+    next: &NextRefresh,
+) -> QueryResult<Option<RotatedByName>> {
+    use diesel::sql_types::{BigInt, Text};
+    diesel::sql_query(
+        "WITH old AS ( \
+           UPDATE refresh_tokens r SET used_at = $2 \
+           WHERE r.token_hash = $1 AND r.client_id = $3 AND r.used_at IS NULL \
+             AND NOT r.revoked AND r.expires_at > $2 \
+             AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND NOT u.locked) \
+           RETURNING r.*), \
+         ins AS ( \
+           INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, session_hash, \
+             scope, offline, auth_time, amr, issued_at, expires_at, used_at, revoked, \
+             access_jti, access_exp) \
+           SELECT $4, family_id, client_id, user_id, session_hash, scope, offline, auth_time, \
+             amr, $5, $6, NULL, false, $7, $8 FROM old) \
+         SELECT old.*, u.* FROM old JOIN users u ON u.id = old.user_id",
+    )
+    .bind::<Text, _>(old_hash)
+    .bind::<BigInt, _>(now)
+    .bind::<Text, _>(client_id)
+    .bind::<Text, _>(&next.token_hash)
+    .bind::<BigInt, _>(next.issued_at)
+    .bind::<BigInt, _>(next.expires_at)
+    .bind::<Text, _>(&next.access_jti)
+    .bind::<BigInt, _>(next.access_exp)
+    .get_result::<RotatedByName>(c)
+    .optional()
+}
+
 type RefreshRow = (
     String,
     String,
@@ -821,60 +965,85 @@ type RefreshRow = (
 );
 
 impl RefreshStore for DbStore {
-    fn find_refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>> {
+    fn find_refresh(&self, token_hash: &str) -> StoreResult<Option<(RefreshRecord, Option<User>)>> {
         let row = refresh_tokens::table
-            .find(token_hash)
-            .first::<RefreshRow>(&mut *self.conn()?)
+            .left_join(users::table.on(users::id.eq(refresh_tokens::user_id)))
+            .filter(refresh_tokens::token_hash.eq(token_hash))
+            .select((refresh_tokens::all_columns, users::all_columns.nullable()))
+            .first::<(RefreshRow, Option<UserRow>)>(&mut *self.conn()?)
             .optional()
             .map_err(db_err)?;
-        row.map(|r| {
-            Ok(RefreshRecord {
-                token_hash: r.0,
-                family_id: r.1,
-                client_id: r.2,
-                user_id: r.3,
-                session_hash: r.4,
-                scope: r.5,
-                offline: r.6,
-                auth_time: r.7,
-                amr: from_json("refresh_tokens.amr", &r.8)?,
-                issued_at: r.9,
-                expires_at: r.10,
-                used_at: r.11,
-                revoked: r.12,
-                access_jti: r.13,
-                access_exp: r.14,
-            })
-        })
-        .transpose()
+        let Some((r, user)) = row else {
+            return Ok(None);
+        };
+        let record = refresh_from_row(r)?;
+        Ok(Some((record, user.map(row_to_user).transpose()?)))
     }
 
     fn rotate_refresh(
         &self,
         old_hash: &str,
+        client_id: &str,
         now: UnixTime,
-        next: &RefreshRecord,
-    ) -> StoreResult<bool> {
+        next: &NextRefresh,
+    ) -> StoreResult<Option<(RefreshRecord, User)>> {
         use refresh_tokens::dsl as t;
         let mut conn = self.conn()?;
-        conn.transaction(|c| {
-            // The row lock (PostgreSQL) or write lock (SQLite) taken here serialises concurrent
-            // rotations; each re-checks `used_at IS NULL` and only the first finds it.
+        if let AnyConnection::Postgresql(pg) = &mut *conn {
+            return rotate_pg(pg, old_hash, client_id, now, next)
+                .map_err(db_err)?
+                .map(RotatedByName::into_grant)
+                .transpose();
+        }
+        // SQLite: the write lock taken by the UPDATE serialises concurrent rotations.
+        let rotated = conn.transaction(|c| {
+            let active_user = users::table
+                .filter(users::id.eq(t::user_id))
+                .filter(users::locked.eq(false));
             let n = diesel::update(
                 refresh_tokens::table
                     .find(old_hash)
+                    .filter(t::client_id.eq(client_id))
                     .filter(t::used_at.is_null())
                     .filter(t::revoked.eq(false))
-                    .filter(t::expires_at.gt(now)),
+                    .filter(t::expires_at.gt(now))
+                    .filter(diesel::dsl::exists(active_user)),
             )
             .set(t::used_at.eq(Some(now)))
             .execute(c)?;
-            if n == 1 {
-                insert_refresh(c, next)?;
+            if n == 0 {
+                return Ok(None);
             }
-            Ok(n == 1)
-        })
-        .map_err(db_err)
+            let (row, user) = refresh_tokens::table
+                .inner_join(users::table.on(users::id.eq(t::user_id)))
+                .filter(t::token_hash.eq(old_hash))
+                .select((refresh_tokens::all_columns, users::all_columns))
+                .first::<(RefreshRow, UserRow)>(c)?;
+            diesel::insert_into(refresh_tokens::table)
+                .values((
+                    t::token_hash.eq(&next.token_hash),
+                    t::family_id.eq(&row.1),
+                    t::client_id.eq(&row.2),
+                    t::user_id.eq(&row.3),
+                    t::session_hash.eq(&row.4),
+                    t::scope.eq(&row.5),
+                    t::offline.eq(row.6),
+                    t::auth_time.eq(row.7),
+                    t::amr.eq(&row.8),
+                    t::issued_at.eq(next.issued_at),
+                    t::expires_at.eq(next.expires_at),
+                    t::used_at.eq(None::<i64>),
+                    t::revoked.eq(false),
+                    t::access_jti.eq(Some(&next.access_jti)),
+                    t::access_exp.eq(Some(next.access_exp)),
+                ))
+                .execute(c)?;
+            Ok(Some((row, user)))
+        });
+        match rotated.map_err(db_err)? {
+            Some((row, user)) => Ok(Some((refresh_from_row(row)?, row_to_user(user)?))),
+            None => Ok(None),
+        }
     }
 
     fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()> {
@@ -992,53 +1161,82 @@ mod tests {
         }
     }
 
+    fn next(hash: &str, jti: &str) -> NextRefresh {
+        NextRefresh {
+            token_hash: hash.into(),
+            issued_at: 20,
+            expires_at: 1_000,
+            access_jti: jti.into(),
+            access_exp: 600,
+        }
+    }
+
     #[test]
     fn refresh_rotation_is_single_use_and_family_revocation_takes_access_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
         store.migrate().unwrap();
         store
-            .rotate_refresh("none", 10, &refresh("x", "f", "s", false, "j0"))
-            .map(|ok| assert!(!ok, "an unknown token does not rotate"))
+            .create_user(&User {
+                id: "u".into(),
+                username: "u".into(),
+                email: None,
+                name: None,
+                phone_number: None,
+                address: None,
+                roles: vec![],
+                password_hash: None,
+                locked: false,
+                failed_logins: 0,
+                locked_until: None,
+                created_at: 1,
+            })
             .unwrap();
+        let find = |h: &str| store.find_refresh(h).unwrap().map(|(r, _)| r);
+        let rotate = |old: &str, client: &str, now: i64, new: &str| {
+            store
+                .rotate_refresh(old, client, now, &next(new, &format!("j-{new}")))
+                .unwrap()
+        };
+        assert!(rotate("none", "c", 10, "x").is_none(), "unknown token");
         let mut conn = store.conn().unwrap();
         insert_refresh(&mut conn, &refresh("r1", "f", "s", false, "j1")).unwrap();
         drop(conn);
-        assert!(store
-            .rotate_refresh("r1", 20, &refresh("r2", "f", "s", false, "j2"))
-            .unwrap());
-        assert!(
-            !store
-                .rotate_refresh("r1", 21, &refresh("r3", "f", "s", false, "j3"))
-                .unwrap(),
-            "a used token does not rotate twice"
+        assert!(rotate("r1", "other", 20, "x").is_none(), "another client's");
+        let (old, user) = rotate("r1", "c", 20, "r2").expect("current token rotates");
+        assert_eq!((old.family_id.as_str(), user.id.as_str()), ("f", "u"));
+        let r2 = find("r2").unwrap();
+        assert_eq!(
+            (r2.family_id.as_str(), r2.scope.as_str(), r2.used_at),
+            ("f", "openid", None),
+            "the next token inherits the grant"
         );
-        assert!(
-            store.find_refresh("r3").unwrap().is_none(),
-            "nothing written"
-        );
-        assert_eq!(store.find_refresh("r1").unwrap().unwrap().used_at, Some(20));
+        assert!(rotate("r1", "c", 21, "r3").is_none(), "used once only");
+        assert!(find("r3").is_none(), "nothing written");
+        assert_eq!(find("r1").unwrap().used_at, Some(20));
+        assert!(store.set_locked("u", true).unwrap());
+        assert!(rotate("r2", "c", 22, "x").is_none(), "locked user");
+        assert!(store.set_locked("u", false).unwrap());
+        assert!(rotate("r2", "c", 2_000, "x").is_none(), "expired");
         // One access token of the family is already revoked: revoking the family must not trip
         // over it, and revoking twice is fine.
         store.revoke_jti("j1", 600).unwrap();
         store.revoke_family("f", 30).unwrap();
         store.revoke_family("f", 30).unwrap();
-        assert!(store.is_jti_revoked("j2").unwrap());
-        assert!(store.find_refresh("r2").unwrap().unwrap().revoked);
-        assert!(!store
-            .rotate_refresh("r2", 31, &refresh("r4", "f", "s", false, "j4"))
-            .unwrap());
+        assert!(store.is_jti_revoked("j-r2").unwrap());
+        assert!(find("r2").unwrap().revoked);
+        assert!(rotate("r2", "c", 31, "r4").is_none(), "revoked");
         // Logout takes the session's online families only.
         let mut conn = store.conn().unwrap();
         insert_refresh(&mut conn, &refresh("on", "g", "s2", false, "k1")).unwrap();
         insert_refresh(&mut conn, &refresh("off", "h", "s2", true, "k2")).unwrap();
         drop(conn);
         assert_eq!(store.revoke_session_families("s2", 40).unwrap(), 1);
-        assert!(store.find_refresh("on").unwrap().unwrap().revoked);
-        assert!(!store.find_refresh("off").unwrap().unwrap().revoked);
+        assert!(find("on").unwrap().revoked);
+        assert!(!find("off").unwrap().revoked);
         assert!(store.is_jti_revoked("k1").unwrap() && !store.is_jti_revoked("k2").unwrap());
         // Expired rows go with the purge.
         assert!(store.purge_expired(2_000, 100).unwrap() >= 5);
-        assert!(store.find_refresh("off").unwrap().is_none());
+        assert!(find("off").is_none());
     }
 }

@@ -225,19 +225,37 @@ pub struct RefreshRecord {
     pub access_exp: Option<UnixTime>,
 }
 
+/// What a rotation adds: the next token of the family, which inherits the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextRefresh {
+    /// SHA-256 of the new token.
+    pub token_hash: String,
+    /// Now.
+    pub issued_at: UnixTime,
+    /// Its expiry.
+    pub expires_at: UnixTime,
+    /// The access token issued with it.
+    pub access_jti: String,
+    /// Its expiry.
+    pub access_exp: UnixTime,
+}
+
 /// Refresh tokens.
 pub trait RefreshStore: Send + Sync {
-    /// A token by hash, whatever its state.
-    fn find_refresh(&self, token_hash: &str) -> StoreResult<Option<RefreshRecord>>;
-    /// Rotate: mark `old_hash` used, only if it is unused, unrevoked and unexpired, and store
-    /// `next` in the same transaction. Exactly one of concurrent callers gets true; the others
-    /// write nothing.
+    /// A token by hash, whatever its state, with its user if they still exist (one query).
+    fn find_refresh(&self, token_hash: &str) -> StoreResult<Option<(RefreshRecord, Option<User>)>>;
+    /// Rotate `old_hash` if it is current: unused, unrevoked, unexpired, issued to `client_id`,
+    /// its user present and not locked. Marks it used and stores `next` as the following token
+    /// of its family (same grant) atomically, and returns the old token's grant and its user.
+    /// Exactly one of concurrent callers gets `Some`; the others write nothing and get `None`,
+    /// as does any token that is not current.
     fn rotate_refresh(
         &self,
         old_hash: &str,
+        client_id: &str,
         now: UnixTime,
-        next: &RefreshRecord,
-    ) -> StoreResult<bool>;
+        next: &NextRefresh,
+    ) -> StoreResult<Option<(RefreshRecord, User)>>;
     /// Revoke every token of a family and, in the same transaction, every access token issued
     /// from it that has not expired. Idempotent.
     fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;

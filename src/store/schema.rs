@@ -71,6 +71,8 @@ diesel::table! {
     }
 }
 
+diesel::allow_tables_to_appear_in_same_query!(refresh_tokens, users);
+
 diesel::table! {
     refresh_tokens (token_hash) {
         token_hash -> Text,

@@ -4,18 +4,19 @@
 //! token again, even by losing a race for it, revokes the whole family and the access tokens it
 //! issued: either the client or an attacker holds a copy, and the server cannot tell which.
 
-use super::{next_refresh, person_tokens, PersonGrant};
+use super::{person_tokens, PersonGrant};
 use crate::crypto::opaque;
 use crate::oauth::client::{Client, GrantType};
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{IssuedAccessToken, Issuer, TokenResponse};
 use crate::oauth::request::RefreshTokenRequest;
 use crate::oauth::scope::Scope;
-use crate::store::{RefreshStore, RevocationStore, UserStore};
+use crate::oauth::user::User;
+use crate::store::{NextRefresh, RefreshRecord, RefreshStore, RevocationStore};
 
 /// What the grant needs from storage.
-pub trait RefreshGrantStore: RefreshStore + UserStore + RevocationStore {}
-impl<T: RefreshStore + UserStore + RevocationStore + ?Sized> RefreshGrantStore for T {}
+pub trait RefreshGrantStore: RefreshStore + RevocationStore {}
+impl<T: RefreshStore + RevocationStore + ?Sized> RefreshGrantStore for T {}
 
 fn invalid(why: &str) -> OAuthError {
     OAuthError::invalid_grant(why)
@@ -34,22 +35,80 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
         ));
     }
     let hash = opaque::hash_secret(&request.refresh_token);
-    let record = store
-        .find_refresh(&hash)?
+    let jti = opaque::random_id();
+    let token = opaque::random_token();
+    let next = NextRefresh {
+        token_hash: opaque::hash_secret(&token),
+        issued_at: issuer.now,
+        expires_at: issuer.now + i64::from(issuer.tokens.refresh_token_ttl_secs),
+        access_jti: jti.clone(),
+        access_exp: issuer.access_exp(),
+    };
+    // The usual case, a current token and no narrowing, is one atomic store call.
+    let rotated = match &request.scope {
+        None => store.rotate_refresh(&hash, &client.client_id, issuer.now, &next)?,
+        Some(_) => None,
+    };
+    let (record, user, scope) = match rotated {
+        Some((record, user)) => {
+            let scope = Scope::parse(&record.scope)?;
+            (record, user, scope)
+        }
+        None => {
+            // Find out why it did not rotate (and say so), or narrow the scope and rotate.
+            let (record, user, scope) = check(issuer, client, request, &hash, store)?;
+            if store
+                .rotate_refresh(&hash, &client.client_id, issuer.now, &next)?
+                .is_none()
+            {
+                // Someone rotated it between our read and our write.
+                return Err(reused(store, &record.family_id, client, issuer)?);
+            }
+            (record, user, scope)
+        }
+    };
+    let grant = PersonGrant {
+        client_id: &client.client_id,
+        user: &user,
+        scope: &scope,
+        auth_time: record.auth_time,
+        amr: &record.amr,
+        nonce: None,
+    };
+    person_tokens(issuer, &grant, jti, Some(token))
+}
+
+/// A retired token presented again: revoke its family.
+fn reused<S: RefreshGrantStore + ?Sized>(
+    store: &S,
+    family_id: &str,
+    client: &Client,
+    issuer: &Issuer<'_>,
+) -> Result<OAuthError, OAuthError> {
+    store.revoke_family(family_id, issuer.now)?;
+    tracing::warn!(client_id = %client.client_id, "refresh token reused; its family is revoked");
+    Ok(invalid("the refresh token has already been used"))
+}
+
+/// The rules one by one: which one a token breaks, or the scope it may have.
+fn check<S: RefreshGrantStore + ?Sized>(
+    issuer: &Issuer<'_>,
+    client: &Client,
+    request: &RefreshTokenRequest,
+    hash: &str,
+    store: &S,
+) -> Result<(RefreshRecord, User, Scope), OAuthError> {
+    let (record, user) = store
+        .find_refresh(hash)?
         .ok_or_else(|| invalid("unknown refresh token"))?;
     if record.client_id != client.client_id {
         return Err(invalid("the refresh token was issued to another client"));
     }
-    let reused = || -> Result<OAuthError, OAuthError> {
-        store.revoke_family(&record.family_id, issuer.now)?;
-        tracing::warn!(client_id = %client.client_id, "refresh token reused; its family is revoked");
-        Ok(invalid("the refresh token has already been used"))
-    };
     if record.revoked {
         return Err(invalid("the refresh token has been revoked"));
     }
     if record.used_at.is_some() {
-        return Err(reused()?);
+        return Err(reused(store, &record.family_id, client, issuer)?);
     }
     if record.expires_at <= issuer.now {
         return Err(invalid("the refresh token has expired"));
@@ -66,23 +125,8 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
     };
     // An operator's lock ends refreshing; a temporary lockout after wrong passwords does not,
     // or anyone could end other people's sessions by guessing.
-    let user = store
-        .find_user(&record.user_id)?
+    let user = user
         .filter(|u| !u.locked)
         .ok_or_else(|| invalid("the user can no longer sign in"))?;
-    let jti = opaque::random_id();
-    let (token, next) = next_refresh(issuer, &record.family_id, &record, &jti);
-    if !store.rotate_refresh(&hash, issuer.now, &next)? {
-        // Someone rotated it between our read and our write.
-        return Err(reused()?);
-    }
-    let grant = PersonGrant {
-        client_id: &client.client_id,
-        user: &user,
-        scope: &scope,
-        auth_time: record.auth_time,
-        amr: &record.amr,
-        nonce: None,
-    };
-    person_tokens(issuer, &grant, jti, Some(token))
+    Ok((record, user, scope))
 }
