@@ -223,7 +223,46 @@ fn bad_logout_requests_never_redirect(b: Backend) {
     assert_eq!(silent(&mut second, o)["error"], "login_required");
 }
 
+/// Signing in again in the same browser keeps the refresh tokens tied to the browser (its
+/// logout ends them), and an ID token from the earlier sign-in no longer signs out silently.
+fn signing_in_again_moves_tokens_and_retires_old_hints(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "mo", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let first = tokens(&s, &mut browser, c, "mo", "openid notes:read");
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let params = auth_params(&id, "openid", &[("prompt", "login")]);
+    let back = crate::signin::sign_in(&mut browser, &params, "mo", true);
+    let r = crate::signin::redeem(
+        &s,
+        &id,
+        &secret,
+        &back["code"],
+        Some(crate::signin::VERIFIER),
+    );
+    let second = r.json();
+    let (old_hint, new_hint) = (
+        first["id_token"].as_str().unwrap(),
+        second["id_token"].as_str().unwrap(),
+    );
+    assert_ne!(
+        crate::refresh::payload(old_hint)["auth_time"],
+        crate::refresh::payload(new_hint)["auth_time"]
+    );
+    let ask = browser.get(&format!("/logout?{}", q(&[("id_token_hint", old_hint)])));
+    assert_eq!(ask.status, 200);
+    assert!(ask.body.contains("Sign out?"), "an old sign-in's hint asks");
+    assert!(silent(&mut browser, &id).contains_key("code"));
+    let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", new_hint)])));
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    let rt = first["refresh_token"].as_str().unwrap();
+    refresh(&s, c, rt, None).assert_error(400, "invalid_grant");
+}
+
 both_backends!(
+    signing_in_again_moves_tokens_and_retires_old_hints,
     logout_with_hint_ends_session_and_online_refresh_tokens,
     logout_without_hint_asks_first,
     bad_logout_requests_never_redirect,

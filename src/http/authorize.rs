@@ -521,6 +521,16 @@ pub async fn login(
     let (st, s, h) = (state.clone(), session.clone(), hash.clone());
     let created = web::block(move || -> Result<(), crate::store::StoreError> {
         if let Some(old) = old {
+            // The refresh tokens of the old session follow the same person to the new one;
+            // someone else's end with the session they were issued in.
+            match st.store.find_session(&old, now, SESSION_IDLE_SECS)? {
+                Some(prior) if prior.user_id == s.user_id => {
+                    st.store.move_session_families(&old, &h)?;
+                }
+                _ => {
+                    st.store.revoke_session_families(&old, now)?;
+                }
+            }
             st.store.delete_session(&old)?;
         }
         st.store.create_session(&h, &s, now)

@@ -116,10 +116,10 @@ pub async fn end_session_endpoint(
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let Some((hash, _, user)) = session else {
+    let Some((hash, session, user)) = session else {
         return finish(&state, target, true);
     };
-    if request.names(&user.id) {
+    if request.names(&user.id, session.auth_time) {
         if let Err(resp) = end_session(&state, hash).await {
             return resp;
         }

@@ -19,6 +19,8 @@ pub struct LogoutRequest {
     pub client_id: Option<String>,
     /// Whom a valid `id_token_hint` names.
     pub hint_sub: Option<String>,
+    /// And when they signed in.
+    pub hint_auth_time: Option<UnixTime>,
     /// Where to send the browser afterwards (checked against the client by [`Self::target`]).
     pub post_logout_redirect_uri: Option<String>,
     /// Returned with the redirect.
@@ -54,6 +56,7 @@ impl LogoutRequest {
         };
         Ok(Self {
             client_id,
+            hint_auth_time: hint.as_ref().map(|h| h.auth_time),
             hint_sub: hint.map(|h| h.sub),
             post_logout_redirect_uri: params.get("post_logout_redirect_uri").map(str::to_owned),
             state: params.get("state").map(str::to_owned),
@@ -80,10 +83,11 @@ impl LogoutRequest {
         Ok(Some(redirect_with(uri, &pairs)))
     }
 
-    /// Whether the request proves it comes for the person signed in as `user_id`: only then is
-    /// the session ended without asking.
-    pub fn names(&self, user_id: &str) -> bool {
-        self.hint_sub.as_deref() == Some(user_id)
+    /// Whether the request proves it comes for this sign-in (`user_id` at `auth_time`): only
+    /// then is the session ended without asking. An ID token from an earlier sign-in, which any
+    /// application that ever got one could replay, is not enough.
+    pub fn names(&self, user_id: &str, auth_time: UnixTime) -> bool {
+        self.hint_sub.as_deref() == Some(user_id) && self.hint_auth_time == Some(auth_time)
     }
 }
 
@@ -96,6 +100,7 @@ mod tests {
         LogoutRequest {
             client_id: client_id.map(str::to_owned),
             hint_sub: None,
+            hint_auth_time: None,
             post_logout_redirect_uri: uri.map(str::to_owned),
             state: Some("s&1".into()),
         }
@@ -130,6 +135,17 @@ mod tests {
         let p = Params::from_pairs([("client_id", "app"), ("state", "x")]);
         let r = LogoutRequest::parse(&p, &keys, "https://id.example", 1_000).unwrap();
         assert_eq!(r.client_id.as_deref(), Some("app"));
-        assert!(!r.names("anyone"));
+        assert!(!r.names("anyone", 1));
+        let hinted = LogoutRequest {
+            hint_sub: Some("u".into()),
+            hint_auth_time: Some(100),
+            ..r
+        };
+        assert!(hinted.names("u", 100));
+        assert!(
+            !hinted.names("u", 200),
+            "an older sign-in's ID token asks first"
+        );
+        assert!(!hinted.names("v", 100));
     }
 }

@@ -785,13 +785,21 @@ fn insert_refresh(c: &mut AnyConnection, r: &RefreshRecord) -> QueryResult<usize
 /// Revoke a family's tokens and the live access tokens issued from it (inside a transaction).
 fn revoke_family_in(c: &mut AnyConnection, family_id: &str, now: UnixTime) -> QueryResult<()> {
     use diesel::sql_types::{BigInt, Text};
-    diesel::update(
-        refresh_tokens::table
-            .filter(refresh_tokens::family_id.eq(family_id))
-            .filter(refresh_tokens::revoked.eq(false)),
-    )
-    .set(refresh_tokens::revoked.eq(true))
-    .execute(c)?;
+    // On PostgreSQL a rotation committing meanwhile can add a token this UPDATE's snapshot does
+    // not see (it waits on the old row, then re-checks only that row). Repeat until nothing is
+    // left: revoked tokens cannot rotate, so each round can add at most what was in flight.
+    for _ in 0..16 {
+        let n = diesel::update(
+            refresh_tokens::table
+                .filter(refresh_tokens::family_id.eq(family_id))
+                .filter(refresh_tokens::revoked.eq(false)),
+        )
+        .set(refresh_tokens::revoked.eq(true))
+        .execute(c)?;
+        if n == 0 {
+            break;
+        }
+    }
     // One statement both databases accept (numbered parameters, ON CONFLICT DO NOTHING), so
     // that two replicas revoking the same family at once do not fail each other.
     diesel::sql_query(
@@ -1071,6 +1079,13 @@ impl RefreshStore for DbStore {
                 .map_err(db_err)?;
         }
         Ok(families.len())
+    }
+
+    fn move_session_families(&self, old_hash: &str, new_hash: &str) -> StoreResult<usize> {
+        diesel::update(refresh_tokens::table.filter(refresh_tokens::session_hash.eq(old_hash)))
+            .set(refresh_tokens::session_hash.eq(new_hash))
+            .execute(&mut *self.conn()?)
+            .map_err(db_err)
     }
 }
 

@@ -261,6 +261,9 @@ pub trait RefreshStore: Send + Sync {
     fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;
     /// Revoke the families issued in a session without `offline_access` (at logout); how many.
     fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize>;
+    /// The same person signed in again in the same browser: the families of the old session
+    /// belong to the new one (so that its logout ends them). How many tokens moved.
+    fn move_session_families(&self, old_hash: &str, new_hash: &str) -> StoreResult<usize>;
 }
 
 /// Remembered consent.
