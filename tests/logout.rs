@@ -66,6 +66,13 @@ fn logout_with_hint_ends_session_and_online_refresh_tokens(b: Backend) {
         "offline_access survives logout: {}",
         kept.body
     );
+    let next = kept.json()["refresh_token"].as_str().unwrap().to_owned();
+    let info = crate::refresh::introspect(&s, c, &next, "refresh_token");
+    assert_eq!(
+        info["exp"].as_i64().unwrap(),
+        info["iat"].as_i64().unwrap() + 2_592_000,
+        "offline: the configured 30 days"
+    );
 
     // Logging out again without a session: nothing to end, the redirect still happens.
     let r = browser.get(&format!(

@@ -143,6 +143,11 @@ fn rotation_and_reuse_revokes_the_family(b: Backend) {
     assert_eq!(info["client_id"], id.as_str());
     assert_eq!(info["sub"], alice["id"]);
     assert_eq!(info["scope"], "openid notes:read");
+    assert_eq!(
+        info["exp"].as_i64().unwrap(),
+        info["auth_time"].as_i64().unwrap() + 12 * 3600,
+        "without offline_access a refresh token lives no longer than the sign-in session"
+    );
     assert_eq!(introspect(&s, c, &rt1, "")["active"], false, "rotated");
 
     // The old token again: refused, and the whole family dies with the access tokens it issued.

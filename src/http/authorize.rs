@@ -29,10 +29,7 @@ use crate::oauth::request::Params;
 use crate::oauth::user::User;
 use crate::store::{CodeRecord, Session};
 
-/// A session ends after this long without use.
-pub const SESSION_IDLE_SECS: i64 = 2 * 3600;
-/// And this long after sign-in, whatever the use.
-pub const SESSION_ABSOLUTE_SECS: i64 = 12 * 3600;
+pub use crate::oauth::login::{SESSION_ABSOLUTE_SECS, SESSION_IDLE_SECS};
 
 const LOGIN_FAILED: &str = "The username or password is incorrect.";
 

@@ -7,6 +7,12 @@ use crate::crypto::password;
 use crate::oauth::user::{normalize_username, User};
 use crate::store::{StoreResult, UserStore};
 
+/// A browser session ends after this long without use.
+pub const SESSION_IDLE_SECS: i64 = 2 * 3600;
+/// And this long after sign-in, whatever the use. Refresh tokens issued without
+/// `offline_access` live no longer than that either.
+pub const SESSION_ABSOLUTE_SECS: i64 = 12 * 3600;
+
 /// What a sign-in attempt came to.
 #[derive(Debug)]
 pub enum LoginOutcome {

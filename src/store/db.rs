@@ -943,7 +943,8 @@ fn rotate_pg(
              scope, offline, auth_time, amr, issued_at, expires_at, used_at, revoked, \
              access_jti, access_exp) \
            SELECT $4, family_id, client_id, user_id, session_hash, scope, offline, auth_time, \
-             amr, $5, $6, NULL, false, $7, $8 FROM old) \
+             amr, $5, CASE WHEN offline THEN $6 ELSE LEAST($6, auth_time + $9) END, NULL, \
+             false, $7, $8 FROM old) \
          SELECT old.*, u.* FROM old JOIN users u ON u.id = old.user_id",
     )
     .bind::<Text, _>(old_hash)
@@ -954,6 +955,7 @@ fn rotate_pg(
     .bind::<BigInt, _>(next.expires_at)
     .bind::<Text, _>(&next.access_jti)
     .bind::<BigInt, _>(next.access_exp)
+    .bind::<BigInt, _>(next.online_lifetime_secs)
     .get_result::<RotatedByName>(c)
     .optional()
 }
@@ -1043,7 +1045,11 @@ impl RefreshStore for DbStore {
                     t::auth_time.eq(row.7),
                     t::amr.eq(&row.8),
                     t::issued_at.eq(next.issued_at),
-                    t::expires_at.eq(next.expires_at),
+                    t::expires_at.eq(if row.6 {
+                        next.expires_at
+                    } else {
+                        next.expires_at.min(row.7 + next.online_lifetime_secs)
+                    }),
                     t::used_at.eq(None::<i64>),
                     t::revoked.eq(false),
                     t::access_jti.eq(Some(&next.access_jti)),
@@ -1185,6 +1191,7 @@ mod tests {
             token_hash: hash.into(),
             issued_at: 20,
             expires_at: 1_000,
+            online_lifetime_secs: 500,
             access_jti: jti.into(),
             access_exp: 600,
         }
@@ -1229,6 +1236,10 @@ mod tests {
             (r2.family_id.as_str(), r2.scope.as_str(), r2.used_at),
             ("f", "openid", None),
             "the next token inherits the grant"
+        );
+        assert_eq!(
+            r2.expires_at, 501,
+            "online: no later than auth_time + the session's life"
         );
         assert!(rotate("r1", "c", 21, "r3").is_none(), "used once only");
         assert!(find("r3").is_none(), "nothing written");

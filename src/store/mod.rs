@@ -232,8 +232,11 @@ pub struct NextRefresh {
     pub token_hash: String,
     /// Now.
     pub issued_at: UnixTime,
-    /// Its expiry.
+    /// Its expiry with `offline_access`.
     pub expires_at: UnixTime,
+    /// Without `offline_access` it expires no later than `auth_time` plus this (the session's
+    /// lifetime); the store applies it, knowing the grant.
+    pub online_lifetime_secs: i64,
     /// The access token issued with it.
     pub access_jti: String,
     /// Its expiry.

@@ -6,6 +6,7 @@ pub mod refresh_token;
 
 use super::error::OAuthError;
 use super::issue::{Audience, IssuedAccessToken, Issuer, SignIn, TokenResponse};
+use super::login::SESSION_ABSOLUTE_SECS;
 use super::scope::Scope;
 use super::user::User;
 use crate::clock::UnixTime;
@@ -70,6 +71,17 @@ pub fn person_tokens(
     Ok((response, issued))
 }
 
+/// When a refresh token issued now expires: `tokens.refresh_token_ttl_secs` from now, and
+/// without `offline_access` no later than the sign-in session could last.
+pub fn refresh_expiry(issuer: &Issuer<'_>, offline: bool, auth_time: UnixTime) -> UnixTime {
+    let ttl = issuer.now + i64::from(issuer.tokens.refresh_token_ttl_secs);
+    if offline {
+        ttl
+    } else {
+        ttl.min(auth_time + SESSION_ABSOLUTE_SECS)
+    }
+}
+
 /// A new refresh token of `family_id` carrying the grant of `like` (its scope, session and
 /// sign-in), issued now beside the access token `jti`. Returns the token and its record.
 pub fn next_refresh(
@@ -83,7 +95,7 @@ pub fn next_refresh(
         token_hash: opaque::hash_secret(&token),
         family_id: family_id.to_owned(),
         issued_at: issuer.now,
-        expires_at: issuer.now + i64::from(issuer.tokens.refresh_token_ttl_secs),
+        expires_at: refresh_expiry(issuer, like.offline, like.auth_time),
         used_at: None,
         revoked: false,
         access_jti: Some(jti.to_owned()),

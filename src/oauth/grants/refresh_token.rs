@@ -9,6 +9,7 @@ use crate::crypto::opaque;
 use crate::oauth::client::{Client, GrantType};
 use crate::oauth::error::OAuthError;
 use crate::oauth::issue::{IssuedAccessToken, Issuer, TokenResponse};
+use crate::oauth::login::SESSION_ABSOLUTE_SECS;
 use crate::oauth::request::RefreshTokenRequest;
 use crate::oauth::scope::Scope;
 use crate::oauth::user::User;
@@ -41,6 +42,7 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
         token_hash: opaque::hash_secret(&token),
         issued_at: issuer.now,
         expires_at: issuer.now + i64::from(issuer.tokens.refresh_token_ttl_secs),
+        online_lifetime_secs: SESSION_ABSOLUTE_SECS,
         access_jti: jti.clone(),
         access_exp: issuer.access_exp(),
     };
