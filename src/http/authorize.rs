@@ -177,11 +177,12 @@ pub(super) async fn page_params(
     })
 }
 
+/// The client named `id`, if any (from the cache when it is there).
 pub(super) async fn load_client(
     state: &web::Data<AppState>,
-    params: &Params,
+    id: Option<&str>,
 ) -> Result<Option<Arc<Client>>, HttpResponse> {
-    let Some(id) = params.get("client_id").map(str::to_owned) else {
+    let Some(id) = id.map(str::to_owned) else {
         return Ok(None);
     };
     if !crate::oauth::client::valid_client_id(&id) {
@@ -228,7 +229,7 @@ pub async fn authorize(
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let client = match load_client(&state, &params).await {
+    let client = match load_client(&state, params.get("client_id")).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -427,7 +428,7 @@ async fn posted(
             "The page was open too long or came from somewhere else. Go back to the application and sign in again.",
         ));
     }
-    let client = load_client(state, &params).await?;
+    let client = load_client(state, params.get("client_id")).await?;
     let request = AuthorizationRequest::validate(&params, client.as_deref())
         .map_err(|e| authorize_error(state, e))?;
     let client = client.ok_or_else(unavailable)?;

@@ -50,8 +50,7 @@ async fn checked(
         LogoutRequest::parse(params, &keys.set, &state.config.issuer, state.clock.now())
             .map_err(refused)?
     };
-    let lookup = Params::from_pairs(request.client_id.iter().map(|id| ("client_id", id.clone())));
-    let client = load_client(state, &lookup).await?;
+    let client = load_client(state, request.client_id.as_deref()).await?;
     let target = request.target(client.as_deref()).map_err(refused)?;
     Ok((request, client.map(|c| c.name.clone()), target))
 }

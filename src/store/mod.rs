@@ -284,8 +284,8 @@ pub trait ConsentStore: Send + Sync {
 }
 
 /// What introspection and revocation read and write.
-pub trait TokenStore: RevocationStore + RefreshStore + UserStore {}
-impl<T: RevocationStore + RefreshStore + UserStore + ?Sized> TokenStore for T {}
+pub trait TokenStore: RevocationStore + RefreshStore {}
+impl<T: RevocationStore + RefreshStore + ?Sized> TokenStore for T {}
 
 /// Everything the server needs.
 pub trait Store:

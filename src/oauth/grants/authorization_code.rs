@@ -1,6 +1,6 @@
 //! RFC 6749 4.1.3: redeeming an authorization code, with PKCE (RFC 7636) and OIDC ID tokens.
 
-use super::{next_refresh, person_tokens, PersonGrant};
+use super::{person_tokens, refresh_expiry, PersonGrant};
 use crate::crypto::opaque;
 use crate::oauth::client::{Client, GrantType};
 use crate::oauth::error::OAuthError;
@@ -76,25 +76,28 @@ pub fn exchange<S: CodeGrantStore + ?Sized>(
         .ok_or_else(|| invalid("the user can no longer sign in"))?;
     let scope = Scope::parse(&record.scope)?;
     let jti = opaque::random_id();
+    // The first token of a new family.
     let refresh = client.allows_grant(GrantType::RefreshToken).then(|| {
-        let grant = RefreshRecord {
-            token_hash: String::new(),
-            family_id: String::new(),
+        let token = opaque::random_token();
+        let offline = scope.contains("offline_access");
+        let first = RefreshRecord {
+            token_hash: opaque::hash_secret(&token),
+            family_id: opaque::random_id(),
             client_id: client.client_id.clone(),
             user_id: user.id.clone(),
             session_hash: record.session_hash.clone(),
             scope: record.scope.clone(),
-            offline: scope.contains("offline_access"),
+            offline,
             auth_time: record.auth_time,
             amr: record.amr.clone(),
             issued_at: issuer.now,
-            expires_at: issuer.now,
+            expires_at: refresh_expiry(issuer, offline, record.auth_time),
             used_at: None,
             revoked: false,
-            access_jti: None,
-            access_exp: None,
+            access_jti: Some(jti.clone()),
+            access_exp: Some(issuer.access_exp()),
         };
-        next_refresh(issuer, &opaque::random_id(), &grant, &jti)
+        (token, first)
     });
     let stored = refresh.as_ref().map(|(_, r)| r);
     if !store.consume_code(&code_hash, issuer.now, &jti, issuer.access_exp(), stored)? {

@@ -10,8 +10,6 @@ use super::login::SESSION_ABSOLUTE_SECS;
 use super::scope::Scope;
 use super::user::User;
 use crate::clock::UnixTime;
-use crate::crypto::opaque;
-use crate::store::RefreshRecord;
 
 /// The grant a person gave a client, as the code and refresh grants carry it.
 pub struct PersonGrant<'a> {
@@ -80,27 +78,4 @@ pub fn refresh_expiry(issuer: &Issuer<'_>, offline: bool, auth_time: UnixTime) -
     } else {
         ttl.min(auth_time + SESSION_ABSOLUTE_SECS)
     }
-}
-
-/// A new refresh token of `family_id` carrying the grant of `like` (its scope, session and
-/// sign-in), issued now beside the access token `jti`. Returns the token and its record.
-pub fn next_refresh(
-    issuer: &Issuer<'_>,
-    family_id: &str,
-    like: &RefreshRecord,
-    jti: &str,
-) -> (String, RefreshRecord) {
-    let token = opaque::random_token();
-    let record = RefreshRecord {
-        token_hash: opaque::hash_secret(&token),
-        family_id: family_id.to_owned(),
-        issued_at: issuer.now,
-        expires_at: refresh_expiry(issuer, like.offline, like.auth_time),
-        used_at: None,
-        revoked: false,
-        access_jti: Some(jti.to_owned()),
-        access_exp: Some(issuer.access_exp()),
-        ..like.clone()
-    };
-    (token, record)
 }
