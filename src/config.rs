@@ -101,6 +101,9 @@ pub struct LoginConfig {
     /// Take the client IP from the last `X-Forwarded-For` entry (set when a proxy you run, such
     /// as the compose file's nginx, is in front); otherwise the peer address.
     pub trust_forwarded_for: bool,
+    /// How long a person may take at Google or GitHub before the sign-in must start again
+    /// (10 minutes).
+    pub upstream_state_ttl_secs: u32,
 }
 
 impl Default for LoginConfig {
@@ -111,6 +114,7 @@ impl Default for LoginConfig {
             ip_max_failures: 20,
             ip_window_secs: 900,
             trust_forwarded_for: false,
+            upstream_state_ttl_secs: 600,
         }
     }
 }
@@ -229,9 +233,31 @@ impl Config {
             ("login.max_failed_attempts", self.login.max_failed_attempts),
             ("login.ip_max_failures", self.login.ip_max_failures),
             ("login.ip_window_secs", self.login.ip_window_secs),
+            (
+                "login.upstream_state_ttl_secs",
+                self.login.upstream_state_ttl_secs,
+            ),
         ] {
             if v == 0 {
                 return Err(ConfigError(format!("{key}: must be greater than 0")));
+            }
+        }
+        let mut urls = Vec::new();
+        if let Some(g) = &self.upstream.google {
+            urls.push(("upstream.google.issuer", g.issuer.as_str()));
+        }
+        if let Some(g) = &self.upstream.github {
+            urls.push(("upstream.github.authorize_url", g.authorize_url.as_str()));
+            urls.push(("upstream.github.token_url", g.token_url.as_str()));
+            urls.push(("upstream.github.api_url", g.api_url.as_str()));
+        }
+        for (key, value) in urls {
+            let ok = url::Url::parse(value)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(ConfigError(format!(
+                    "{key}: {value:?} is not an absolute http(s) URL"
+                )));
             }
         }
         Ok(())

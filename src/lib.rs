@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod federation;
 pub mod http;
 pub mod metrics;
 pub mod oauth;

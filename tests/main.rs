@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod config;
 mod discovery;
+mod federation;
 mod introspection;
 mod logging;
 mod logout;

@@ -103,6 +103,11 @@ impl<'a> Browser<'a> {
         self.run(agent().get(&url), None)
     }
 
+    /// GET an absolute URL (another site, such as an upstream provider).
+    pub fn get_url(&mut self, url: &str) -> Resp {
+        self.run(agent().get(url), None)
+    }
+
     pub fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Resp {
         let url = self.server.url(path);
         self.run(agent().post(&url), Some(form))

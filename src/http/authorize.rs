@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::pages::{self, error_page, page, render, Csrf};
 use super::{form, AppState};
 use crate::crypto::{jwt, opaque};
+use crate::federation::Provider;
 use crate::oauth::authorize::{
     decide, may_consent, redirect_with, AuthorizationRequest, AuthorizeError, Next, SignedIn,
     CARRIED,
@@ -31,7 +32,7 @@ use crate::store::{CodeRecord, Session};
 
 pub use crate::oauth::login::{SESSION_ABSOLUTE_SECS, SESSION_IDLE_SECS};
 
-const LOGIN_FAILED: &str = "The username or password is incorrect.";
+pub(super) const LOGIN_FAILED: &str = "The username or password is incorrect.";
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -41,6 +42,37 @@ struct LoginPage<'a> {
     carried: Vec<(&'a str, &'a str)>,
     username: &'a str,
     error: Option<&'a str>,
+    /// The CSRF token of the "Sign in with ..." forms.
+    upstream_csrf: String,
+    /// Configured upstream providers: (path segment, label).
+    upstreams: Vec<(&'static str, &'static str)>,
+}
+
+/// The login page for the request in `params`.
+fn login_page(
+    state: &AppState,
+    csrf: &Csrf,
+    client: &Client,
+    params: &Params,
+    username: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> HttpResponse {
+    let upstreams = [Provider::Google, Provider::Github]
+        .into_iter()
+        .filter(|p| state.upstreams.enabled(*p))
+        .map(|p| (p.as_str(), p.label()))
+        .collect();
+    let page_data = LoginPage {
+        client_name: &client.name,
+        csrf_token: csrf.token("login"),
+        carried: carried(params),
+        username,
+        error,
+        upstream_csrf: csrf.token("upstream"),
+        upstreams,
+    };
+    render(page(status), &page_data)
 }
 
 #[derive(Template)]
@@ -69,7 +101,7 @@ fn describe_scope(scope: &str, client_name: &str) -> String {
     }
 }
 
-fn carried(params: &Params) -> Vec<(&'static str, &str)> {
+pub(super) fn carried(params: &Params) -> Vec<(&'static str, &str)> {
     CARRIED
         .iter()
         .filter_map(|k| params.get(k).map(|v| (*k, v)))
@@ -114,7 +146,7 @@ fn redirect_error(
     see_other(&redirect_with(redirect_uri, &pairs))
 }
 
-fn authorize_error(state: &AppState, e: AuthorizeError) -> HttpResponse {
+pub(super) fn authorize_error(state: &AppState, e: AuthorizeError) -> HttpResponse {
     match e {
         AuthorizeError::Page(message) => {
             tracing::info!(%message, "authorization request refused without redirect");
@@ -253,7 +285,7 @@ pub async fn authorize(
 /// Decide and act: login page, consent page, or a code. A session cookie made by this request
 /// is set on whatever response comes out.
 #[allow(clippy::too_many_arguments)]
-async fn proceed(
+pub(super) async fn proceed(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     params: &Params,
@@ -331,16 +363,15 @@ async fn next_step(
     });
     match decide(request, client, signed_in, approved.as_deref(), now) {
         Err(e) => authorize_error(state, e),
-        Ok(Next::Login) => {
-            let page_data = LoginPage {
-                client_name: &client.name,
-                csrf_token: csrf.token("login"),
-                carried: carried(params),
-                username: request.login_hint.as_deref().unwrap_or(""),
-                error: None,
-            };
-            render(page(StatusCode::OK), &page_data)
-        }
+        Ok(Next::Login) => login_page(
+            state,
+            csrf,
+            client,
+            params,
+            request.login_hint.as_deref().unwrap_or(""),
+            None,
+            StatusCode::OK,
+        ),
         Ok(Next::Consent) => {
             let Some((_, _, user)) = &session else {
                 return unavailable();
@@ -412,7 +443,7 @@ async fn issue_code(
 }
 
 /// Re-validate a posted form's authorization request; the CSRF token is checked first.
-async fn posted(
+pub(super) async fn posted(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     payload: web::Payload,
@@ -422,11 +453,7 @@ async fn posted(
     let csrf = Csrf::for_request(req, &state.config);
     if !csrf.check(purpose, params.get("csrf_token")) {
         tracing::info!(purpose, "CSRF check failed");
-        return Err(error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            "The page was open too long or came from somewhere else. Go back to the application and sign in again.",
-        ));
+        return Err(form_expired());
     }
     let client = load_client(state, params.get("client_id")).await?;
     let request = AuthorizationRequest::validate(&params, client.as_deref())
@@ -435,9 +462,18 @@ async fn posted(
     Ok((params, request, client))
 }
 
+/// The page for a form whose CSRF token does not check out.
+pub(super) fn form_expired() -> HttpResponse {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "This form has expired",
+        "The page was open too long or came from somewhere else. Go back to the application and sign in again.",
+    )
+}
+
 /// The client's IP: the peer address, or behind a trusted proxy the last `X-Forwarded-For`
 /// entry (the one our proxy appended; earlier ones are the client's to forge).
-fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
+pub(super) fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
     let forwarded = trust_forwarded_for
         .then(|| {
             req.headers()
@@ -485,35 +521,69 @@ pub async fn login(
         Ok(LoginOutcome::Success(u)) => *u,
         Ok(LoginOutcome::Throttled) => {
             tracing::info!(client_id = %client.client_id, "sign-in throttled for this address");
-            return error_page(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many attempts",
-                "There were too many failed sign-ins from your network. Wait a few minutes and try again.",
-            );
+            return throttled();
         }
         Ok(LoginOutcome::Failed) => {
             tracing::info!(client_id = %client.client_id, "sign-in failed");
             let csrf = Csrf::for_request(&req, &state.config);
             let username = params.get("username").unwrap_or("");
-            let page_data = LoginPage {
-                client_name: &client.name,
-                csrf_token: csrf.token("login"),
-                carried: carried(&params),
+            return login_page(
+                &state,
+                &csrf,
+                &client,
+                &params,
                 username,
-                error: Some(LOGIN_FAILED),
-            };
-            return render(page(StatusCode::UNAUTHORIZED), &page_data);
+                Some(LOGIN_FAILED),
+                StatusCode::UNAUTHORIZED,
+            );
         }
         Err(resp) => return resp,
     };
-    // A new session id on every sign-in (no fixation); the old session, if any, ends.
-    let old = pages::read_cookie(&req, &state.config, "session").map(|c| opaque::hash_secret(&c));
+    let (hash, session, cookie_value) =
+        match start_session(&state, &req, &user, vec!["pwd".into()]).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+    tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in");
+    proceed(
+        &state,
+        &req,
+        &params,
+        &request,
+        &client,
+        Some((hash, session, user)),
+        true,
+        Some(cookie_value),
+    )
+    .await
+}
+
+/// The page for a sign-in refused by the per-IP limit.
+pub(super) fn throttled() -> HttpResponse {
+    error_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many attempts",
+        "There were too many failed sign-ins from your network. Wait a few minutes and try again.",
+    )
+}
+
+/// Start a new session for `user` in this browser, signed in by `amr`: a new id every time (no
+/// fixation), and the browser's old session ends. Returns the session's hash, the session and
+/// the cookie value to set.
+pub(super) async fn start_session(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    user: &User,
+    amr: Vec<String>,
+) -> Result<(String, Session, String), HttpResponse> {
+    let now = state.clock.now();
+    let old = pages::read_cookie(req, &state.config, "session").map(|c| opaque::hash_secret(&c));
     let cookie_value = opaque::random_token();
     let hash = opaque::hash_secret(&cookie_value);
     let session = Session {
         user_id: user.id.clone(),
         auth_time: now,
-        amr: vec!["pwd".into()],
+        amr,
         expires_at: now + SESSION_ABSOLUTE_SECS,
     };
     let (st, s, h) = (state.clone(), session.clone(), hash.clone());
@@ -534,21 +604,8 @@ pub async fn login(
         st.store.create_session(&h, &s, now)
     })
     .await;
-    if let Err(resp) = stored(created) {
-        return resp;
-    }
-    tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in");
-    proceed(
-        &state,
-        &req,
-        &params,
-        &request,
-        &client,
-        Some((hash, session, user)),
-        true,
-        Some(cookie_value),
-    )
-    .await
+    stored(created)?;
+    Ok((hash, session, cookie_value))
 }
 
 /// `POST /consent`: remember an approval and issue the code, or send `access_denied`.

@@ -3,6 +3,7 @@
 mod authorize;
 mod discovery;
 pub mod error;
+mod federation;
 mod form;
 mod logout;
 mod middleware;
@@ -21,6 +22,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::ring::{KeyRing, LoadedKeys};
+use crate::federation::Upstreams;
 use crate::metrics::Metrics;
 use crate::oauth::client::Client;
 use crate::oauth::client_auth::Credentials;
@@ -57,6 +59,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The discovery document, rendered once.
     pub discovery: Vec<u8>,
+    /// Configured upstream identity providers.
+    pub upstreams: Upstreams,
 }
 
 impl AppState {
@@ -68,6 +72,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let discovery = serde_json::to_vec(&metadata(&config.issuer))?;
+        let upstreams = Upstreams::from_config(&config);
         Ok(Self {
             config,
             store,
@@ -76,6 +81,7 @@ impl AppState {
             clock,
             metrics: Metrics::new()?,
             discovery,
+            upstreams,
         })
     }
 
@@ -145,6 +151,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(post_only(paths::LOGIN, authorize::login))
         .service(post_only(paths::CONSENT, authorize::consent))
+        .service(post_only("/login/link", federation::link))
+        .service(post_only("/login/{provider}", federation::start))
+        .service(
+            web::resource("/login/{provider}/callback")
+                .route(web::get().to(federation::callback))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET]))),
+        )
         .service(
             web::resource(paths::END_SESSION)
                 .route(web::get().to(logout::end_session_endpoint))

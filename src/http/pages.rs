@@ -27,6 +27,8 @@ pub struct ErrorPage<'a> {
     pub title: &'a str,
     /// What happened, in plain words.
     pub message: &'a str,
+    /// Where "Back to sign in" leads, when we know the request to go back to.
+    pub back: Option<&'a str>,
 }
 
 /// A response builder with the page headers.
@@ -51,7 +53,26 @@ pub fn render(mut builder: HttpResponseBuilder, t: &impl Template) -> HttpRespon
 
 /// An error page.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpResponse {
-    render(page(status), &ErrorPage { title, message })
+    render(
+        page(status),
+        &ErrorPage {
+            title,
+            message,
+            back: None,
+        },
+    )
+}
+
+/// An error page with a link back to the login page of the request at `back`.
+pub fn error_page_back(status: StatusCode, title: &str, message: &str, back: &str) -> HttpResponse {
+    render(
+        page(status),
+        &ErrorPage {
+            title,
+            message,
+            back: Some(back),
+        },
+    )
 }
 
 /// `GET /static/portcullis.css`.
@@ -110,6 +131,12 @@ impl Csrf {
                 is_new: true,
             },
         }
+    }
+
+    /// A value that identifies this browser to the server (derived from the secret, so the
+    /// cookie itself is never stored); `None` for a browser that had no CSRF cookie.
+    pub fn binding(&self) -> Option<String> {
+        (!self.is_new).then(|| opaque::hash_secret(&self.token("browser-binding")))
     }
 
     /// The token for a form with `purpose`.

@@ -9,9 +9,11 @@ use diesel::r2d2::{self, ManageConnection, PooledConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+mod federation;
+
 use super::schema::{
-    authorization_codes, clients, consents, login_ip_failures, refresh_tokens, revoked_tokens,
-    sessions, users,
+    authorization_codes, clients, consents, login_ip_failures, pending_links, refresh_tokens,
+    revoked_tokens, sessions, upstream_logins, user_identities, users,
 };
 use super::{
     ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, NextRefresh, RefreshRecord,
@@ -345,6 +347,11 @@ impl Maintenance for DbStore {
         n += purge!(conn, refresh_tokens, token_hash, refresh_cutoff, batch);
         let window_cutoff = login_ip_failures::window_start.lt(now - IP_WINDOW_RETENTION_SECS);
         n += purge!(conn, login_ip_failures, ip, window_cutoff, batch);
+        // A used upstream state is kept until its expiry, so a replay is recognised as one.
+        let state_cutoff = upstream_logins::expires_at.lt(now);
+        n += purge!(conn, upstream_logins, state_hash, state_cutoff, batch);
+        let link_cutoff = pending_links::expires_at.lt(now);
+        n += purge!(conn, pending_links, link_hash, link_cutoff, batch);
         Ok(n)
     }
 }
@@ -445,6 +452,10 @@ impl UserStore for DbStore {
         conn.transaction(|c| {
             diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(c)?;
             diesel::delete(consents::table.filter(consents::user_id.eq(id))).execute(c)?;
+            diesel::delete(user_identities::table.filter(user_identities::user_id.eq(id)))
+                .execute(c)?;
+            diesel::delete(pending_links::table.filter(pending_links::user_id.eq(id)))
+                .execute(c)?;
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(id)))
                 .execute(c)?;
             diesel::delete(users::table.find(id)).execute(c)

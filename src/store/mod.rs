@@ -283,6 +283,105 @@ pub trait ConsentStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
+/// A sign-in waiting at an upstream provider (`upstream_logins`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamLogin {
+    /// SHA-256 of the `state` sent upstream.
+    pub state_hash: String,
+    /// `google` or `github`.
+    pub provider: String,
+    /// Binds the attempt to the browser that started it.
+    pub browser_hash: String,
+    /// PKCE `code_verifier` for the upstream token request.
+    pub pkce_verifier: String,
+    /// OIDC `nonce` expected in the upstream ID token (empty for GitHub).
+    pub nonce: String,
+    /// The authorization request to continue, as a query string.
+    pub request: String,
+    /// When it started.
+    pub created_at: UnixTime,
+    /// Unusable from then on.
+    pub expires_at: UnixTime,
+}
+
+/// An upstream identity waiting for a local account's password before linking (`pending_links`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLink {
+    /// SHA-256 of the token in the linking form.
+    pub link_hash: String,
+    /// Binds it to the browser that came back from upstream.
+    pub browser_hash: String,
+    /// `google` or `github`.
+    pub provider: String,
+    /// The upstream subject.
+    pub subject: String,
+    /// Name given upstream.
+    pub name: Option<String>,
+    /// The verified email that matched.
+    pub email: String,
+    /// The local account it would be linked to.
+    pub user_id: String,
+    /// The authorization request to continue, as a query string.
+    pub request: String,
+    /// Unusable from then on.
+    pub expires_at: UnixTime,
+}
+
+/// What became of a callback's `state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakenState {
+    /// Unknown `state`.
+    Unknown,
+    /// Taken now by the browser that started it (it may still have expired: check).
+    Taken(UpstreamLogin),
+    /// Known, but started in another browser; left untouched.
+    OtherBrowser(UpstreamLogin),
+    /// Known, and used before.
+    Used(UpstreamLogin),
+}
+
+/// Federation: upstream identities, pending upstream sign-ins and links.
+pub trait FederationStore: Send + Sync {
+    /// Record a sign-in that is about to go upstream.
+    fn save_upstream_login(&self, login: &UpstreamLogin) -> StoreResult<()>;
+    /// Use `state_hash` once, from the browser `browser_hash` only (one atomic step).
+    fn take_upstream_login(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<TakenState>;
+    /// The newest upstream sign-in this browser started (to offer a way back).
+    fn latest_upstream_login(&self, browser_hash: &str) -> StoreResult<Option<UpstreamLogin>>;
+    /// The local user an upstream identity maps to.
+    fn find_identity(&self, provider: &str, subject: &str) -> StoreResult<Option<User>>;
+    /// Create `user` for an upstream identity, both in one transaction. If the identity was
+    /// created meanwhile (a parallel first sign-in), the user it maps to is returned instead.
+    fn create_federated_user(
+        &self,
+        user: &User,
+        provider: &str,
+        subject: &str,
+    ) -> StoreResult<User>;
+    /// Map an upstream identity to an existing user; false if it maps to someone already.
+    fn link_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        user_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Local accounts with a password whose email is `email` (case-insensitive), oldest first.
+    fn find_password_users_by_email(&self, email: &str) -> StoreResult<Vec<User>>;
+    /// Record a pending link.
+    fn save_pending_link(&self, link: &PendingLink) -> StoreResult<()>;
+    /// A pending link that has not expired.
+    fn find_pending_link(&self, link_hash: &str, now: UnixTime)
+        -> StoreResult<Option<PendingLink>>;
+    /// Remove a pending link; false if it was gone (used by a parallel request).
+    fn delete_pending_link(&self, link_hash: &str) -> StoreResult<bool>;
+}
+
 /// What introspection and revocation read and write.
 pub trait TokenStore: RevocationStore + RefreshStore {}
 impl<T: RevocationStore + RefreshStore + ?Sized> TokenStore for T {}
@@ -297,6 +396,7 @@ pub trait Store:
     + CodeStore
     + ConsentStore
     + RefreshStore
+    + FederationStore
 {
 }
 impl<T> Store for T where
@@ -308,5 +408,6 @@ impl<T> Store for T where
         + CodeStore
         + ConsentStore
         + RefreshStore
+        + FederationStore
 {
 }

@@ -109,3 +109,40 @@ diesel::table! {
         failures -> Integer,
     }
 }
+
+diesel::table! {
+    user_identities (provider, subject) {
+        provider -> Text,
+        subject -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    upstream_logins (state_hash) {
+        state_hash -> Text,
+        provider -> Text,
+        browser_hash -> Text,
+        pkce_verifier -> Text,
+        nonce -> Text,
+        request -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        consumed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    pending_links (link_hash) {
+        link_hash -> Text,
+        browser_hash -> Text,
+        provider -> Text,
+        subject -> Text,
+        name -> Nullable<Text>,
+        email -> Text,
+        user_id -> Text,
+        request -> Text,
+        expires_at -> BigInt,
+    }
+}

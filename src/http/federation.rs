@@ -1,0 +1,554 @@
+//! "Sign in with Google / GitHub": starting an upstream sign-in from the login page, its
+//! callback, and the page that links an upstream identity to an existing local account.
+//!
+//! The upstream `state`, PKCE verifier and nonce live in the database (`upstream_logins`), bound
+//! to the browser that started (through its CSRF secret) and to the authorization request it
+//! continues; the callback uses a state once, from that browser only, within
+//! `login.upstream_state_ttl_secs`. Every failure is our error page with a way back to the
+//! login page; nothing upstream says ever redirects to the client.
+
+#![allow(clippy::result_large_err)]
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::authorize::{
+    authorize_error, carried, client_ip, form_expired, load_client, page_params, posted, proceed,
+    see_other, start_session, stored, throttled, with_csrf_cookie, LOGIN_FAILED,
+};
+use super::pages::{error_page, error_page_back, page, render, Csrf};
+use super::AppState;
+use crate::crypto::opaque;
+use crate::federation::{self, Account, FederationError, Provider, UpstreamIdentity};
+use crate::oauth::authorize::AuthorizationRequest;
+use crate::oauth::login::{check_password, LoginOutcome};
+use crate::oauth::request::Params;
+use crate::oauth::user::User;
+use crate::store::{PendingLink, TakenState, UpstreamLogin};
+
+/// How long the linking page may stay open.
+const LINK_TTL_SECS: i64 = 600;
+
+#[derive(Template)]
+#[template(path = "link.html")]
+struct LinkPage<'a> {
+    provider: &'a str,
+    email: &'a str,
+    username: &'a str,
+    csrf_token: String,
+    link_token: &'a str,
+    error: Option<&'a str>,
+}
+
+/// The provider named in the path, if it is configured.
+fn provider(state: &AppState, req: &HttpRequest) -> Result<Provider, HttpResponse> {
+    req.match_info()
+        .get("provider")
+        .and_then(Provider::parse)
+        .filter(|p| state.upstreams.enabled(*p))
+        .ok_or_else(|| {
+            error_page(
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "This sign-in option is not available.",
+            )
+        })
+}
+
+/// The login page of the authorization request stored as `request`.
+fn back_link(request: &str) -> String {
+    format!("/authorize?{request}")
+}
+
+/// The authorization request's parameters as a query string (what the login form carries).
+fn request_query(params: &Params) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in carried(params) {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+/// `POST /login/{provider}`: from the login page's "Sign in with ..." button.
+pub async fn start(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let provider = match provider(&state, &req) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let (params, _request, client) = match posted(&state, &req, payload, "upstream").await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    let Some(browser_hash) = csrf.binding() else {
+        return form_expired();
+    };
+    let request = request_query(&params);
+    let st = state.clone();
+    let started = web::block(move || st.upstreams.start(provider)).await;
+    let started = match started {
+        Ok(Some(Ok(s))) => s,
+        Ok(Some(Err(e))) => return upstream_failed(provider, &e, &request),
+        Ok(None) | Err(_) => return super::authorize::unavailable(),
+    };
+    let now = state.clock.now();
+    let login = UpstreamLogin {
+        state_hash: opaque::hash_secret(&started.state),
+        provider: provider.as_str().to_owned(),
+        browser_hash,
+        pkce_verifier: started.pkce_verifier,
+        nonce: started.nonce,
+        request,
+        created_at: now,
+        expires_at: now + i64::from(state.config.login.upstream_state_ttl_secs),
+    };
+    let st = state.clone();
+    if let Err(resp) = stored(web::block(move || st.store.save_upstream_login(&login)).await) {
+        return resp;
+    }
+    tracing::info!(provider = provider.as_str(), client_id = %client.client_id, "sign-in sent upstream");
+    see_other(&started.url)
+}
+
+/// The page for a failed upstream step; `request` is the authorization request to go back to.
+fn upstream_failed(provider: Provider, e: &FederationError, request: &str) -> HttpResponse {
+    tracing::info!(provider = provider.as_str(), error = %e, "upstream sign-in failed");
+    let label = provider.label();
+    let back = back_link(request);
+    let (status, title, message) = match e {
+        FederationError::Denied => (
+            StatusCode::FORBIDDEN,
+            format!("Sign-in with {label} was cancelled"),
+            format!("{label} did not sign you in. You can try again or sign in another way."),
+        ),
+        FederationError::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("{label} did not answer"),
+            format!("{label} took too long to answer. Please try again in a moment."),
+        ),
+        FederationError::Upstream(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{label} could not sign you in"),
+            format!("Something went wrong while talking to {label}. Please try again or sign in another way."),
+        ),
+        FederationError::InvalidIdToken(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{label} could not sign you in"),
+            format!("The answer from {label} could not be verified, so it was not used. Please try again or sign in another way."),
+        ),
+    };
+    error_page_back(status, &title, &message, &back)
+}
+
+/// A refused callback: the page, with a way back to the login page when we know the request.
+fn callback_refused(title: &str, message: &str, request: Option<&str>) -> HttpResponse {
+    tracing::info!(reason = title, "upstream callback refused");
+    match request {
+        Some(r) => error_page_back(StatusCode::BAD_REQUEST, title, message, &back_link(r)),
+        None => error_page(StatusCode::BAD_REQUEST, title, message),
+    }
+}
+
+/// `GET /login/{provider}/callback`: the provider sends the browser back here.
+pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let provider = match provider(&state, &req) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    // A browser without our cookie cannot have started anything; "" matches no row.
+    let browser_hash = csrf.binding().unwrap_or_default();
+    let now = state.clock.now();
+    let params = Params::parse(req.query_string().as_bytes()).ok();
+    let state_param = params
+        .as_ref()
+        .and_then(|p| p.get("state"))
+        .filter(|s| !s.is_empty() && s.len() <= 512)
+        .map(str::to_owned);
+    let Some(state_param) = state_param else {
+        let latest = latest_request(&state, &browser_hash).await;
+        return callback_refused(
+            "This sign-in link is not valid",
+            "The answer from the sign-in provider was incomplete. Please start again.",
+            latest.as_deref(),
+        );
+    };
+    let (st, hash, bh) = (
+        state.clone(),
+        opaque::hash_secret(&state_param),
+        browser_hash.clone(),
+    );
+    let taken =
+        match stored(web::block(move || st.store.take_upstream_login(&hash, &bh, now)).await) {
+            Ok(t) => t,
+            Err(resp) => return resp,
+        };
+    let login = match taken {
+        TakenState::Taken(l) => l,
+        TakenState::Unknown => {
+            let latest = latest_request(&state, &browser_hash).await;
+            return callback_refused(
+                "This sign-in could not be completed",
+                "The answer from the sign-in provider does not match a sign-in started here. Please start again.",
+                latest.as_deref(),
+            );
+        }
+        TakenState::OtherBrowser(l) => {
+            return callback_refused(
+                "This sign-in was started in another browser",
+                "For your safety, a sign-in must finish in the browser it started in. Please start again here.",
+                Some(&l.request),
+            );
+        }
+        TakenState::Used(l) => {
+            return callback_refused(
+                "This sign-in was already used",
+                "Each sign-in with an outside provider can be completed once. Please start again.",
+                Some(&l.request),
+            );
+        }
+    };
+    if login.provider != provider.as_str() {
+        return callback_refused(
+            "This sign-in could not be completed",
+            "The answer came from a different sign-in provider than the one chosen. Please start again.",
+            Some(&login.request),
+        );
+    }
+    if login.expires_at <= now {
+        return callback_refused(
+            "This sign-in took too long",
+            "The sign-in with the outside provider expired. Please start again.",
+            Some(&login.request),
+        );
+    }
+    let params = params.unwrap_or_default();
+    if let Some(error) = params.get("error") {
+        let e = if error == "access_denied" {
+            FederationError::Denied
+        } else {
+            FederationError::Upstream(format!(
+                "error={}",
+                error.chars().take(64).collect::<String>()
+            ))
+        };
+        return upstream_failed(provider, &e, &login.request);
+    }
+    let Some(code) = params
+        .get("code")
+        .filter(|c| !c.is_empty() && c.len() <= 2048)
+    else {
+        return upstream_failed(
+            provider,
+            &FederationError::Upstream("callback without a code".into()),
+            &login.request,
+        );
+    };
+    let (st, code, verifier, nonce) = (
+        state.clone(),
+        code.to_owned(),
+        login.pkce_verifier.clone(),
+        login.nonce.clone(),
+    );
+    let finished =
+        web::block(move || st.upstreams.finish(provider, &code, &verifier, &nonce, now)).await;
+    let identity = match finished {
+        Ok(Some(Ok(identity))) => identity,
+        Ok(Some(Err(e))) => return upstream_failed(provider, &e, &login.request),
+        Ok(None) | Err(_) => return super::authorize::unavailable(),
+    };
+    let st = state.clone();
+    let id = identity.clone();
+    let account = match stored(web::block(move || federation::find_account(&*st.store, &id)).await)
+    {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    match account {
+        Account::Known(user) => sign_in(&state, &req, *user, &login.request).await,
+        Account::New => create_and_sign_in(&state, &req, &identity, &login.request).await,
+        Account::LinkOffer(user) => {
+            offer_link(
+                &state,
+                &csrf,
+                &browser_hash,
+                &identity,
+                &user,
+                &login.request,
+            )
+            .await
+        }
+    }
+}
+
+/// The request this browser most recently sent upstream, to offer a way back.
+async fn latest_request(state: &web::Data<AppState>, browser_hash: &str) -> Option<String> {
+    if browser_hash.is_empty() {
+        return None;
+    }
+    let (st, bh) = (state.clone(), browser_hash.to_owned());
+    match web::block(move || st.store.latest_upstream_login(&bh)).await {
+        Ok(Ok(Some(l))) => Some(l.request),
+        _ => None,
+    }
+}
+
+/// Sign `user` in (amr `fed`) and continue the authorization request stored as `request`.
+async fn sign_in(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    user: User,
+    request: &str,
+) -> HttpResponse {
+    let now = state.clock.now();
+    if user.is_locked(now) {
+        tracing::info!(user_id = %user.id, "federated sign-in to a locked account refused");
+        return error_page_back(
+            StatusCode::FORBIDDEN,
+            "This account is locked",
+            "This account cannot sign in at the moment. Contact the administrator if this is unexpected.",
+            &back_link(request),
+        );
+    }
+    let params = match Params::parse(request.as_bytes()) {
+        Ok(p) => p,
+        Err(_) => return super::authorize::unavailable(),
+    };
+    let client = match load_client(state, params.get("client_id")).await {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    // The request is validated again: the client may have changed since it was sent upstream.
+    let request = match AuthorizationRequest::validate(&params, client.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return authorize_error(state, e),
+    };
+    let Some(client) = client else {
+        return super::authorize::unavailable();
+    };
+    let (hash, session, cookie) = match start_session(state, req, &user, vec!["fed".into()]).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in through upstream");
+    proceed(
+        state,
+        req,
+        &params,
+        &request,
+        &client,
+        Some((hash, session, user)),
+        true,
+        Some(cookie),
+    )
+    .await
+}
+
+/// First sign-in of an identity: a new user `provider:subject`, then continue.
+async fn create_and_sign_in(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    identity: &UpstreamIdentity,
+    request: &str,
+) -> HttpResponse {
+    let now = state.clock.now();
+    let user = federation::new_user(identity, now);
+    let (st, provider, subject) = (
+        state.clone(),
+        identity.provider.as_str(),
+        identity.subject.clone(),
+    );
+    let created =
+        web::block(move || st.store.create_federated_user(&user, provider, &subject)).await;
+    let user = match stored(created) {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    tracing::info!(provider, user_id = %user.id, "federated user created");
+    sign_in(state, req, user, request).await
+}
+
+/// A verified email matched a local account: offer to link it, behind its password.
+async fn offer_link(
+    state: &web::Data<AppState>,
+    csrf: &Csrf,
+    browser_hash: &str,
+    identity: &UpstreamIdentity,
+    candidate: &User,
+    request: &str,
+) -> HttpResponse {
+    let Some(email) = identity.verified_email.clone() else {
+        return super::authorize::unavailable();
+    };
+    let token = opaque::random_token();
+    let link = PendingLink {
+        link_hash: opaque::hash_secret(&token),
+        browser_hash: browser_hash.to_owned(),
+        provider: identity.provider.as_str().to_owned(),
+        subject: identity.subject.clone(),
+        name: identity.name.clone(),
+        email,
+        user_id: candidate.id.clone(),
+        request: request.to_owned(),
+        expires_at: state.clock.now() + LINK_TTL_SECS,
+    };
+    let st = state.clone();
+    let l = link.clone();
+    if let Err(resp) = stored(web::block(move || st.store.save_pending_link(&l)).await) {
+        return resp;
+    }
+    tracing::info!(provider = %link.provider, "upstream email matches a local account; linking offered");
+    let resp = link_page(
+        csrf,
+        &link,
+        &candidate.username,
+        &token,
+        None,
+        StatusCode::OK,
+    );
+    with_csrf_cookie(resp, csrf, state)
+}
+
+fn link_page(
+    csrf: &Csrf,
+    link: &PendingLink,
+    username: &str,
+    token: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> HttpResponse {
+    let label = Provider::parse(&link.provider).map_or("the provider", Provider::label);
+    render(
+        page(status),
+        &LinkPage {
+            provider: label,
+            email: &link.email,
+            username,
+            csrf_token: csrf.token("link"),
+            link_token: token,
+            error,
+        },
+    )
+}
+
+/// `POST /login/link`: link with the local password, or keep the accounts apart.
+pub async fn link(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let params = match page_params(&req, payload).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    if !csrf.check("link", params.get("csrf_token")) {
+        tracing::info!(purpose = "link", "CSRF check failed");
+        return form_expired();
+    }
+    let browser_hash = csrf.binding().unwrap_or_default();
+    let token = params.get("link_token").unwrap_or("").to_owned();
+    let now = state.clock.now();
+    let (st, hash) = (state.clone(), opaque::hash_secret(&token));
+    let found = web::block(move || -> Result<_, crate::store::StoreError> {
+        let Some(link) = st.store.find_pending_link(&hash, now)? else {
+            return Ok(None);
+        };
+        let user = st.store.find_user(&link.user_id)?;
+        Ok(user.map(|u| (link, u)))
+    })
+    .await;
+    let (link, candidate) = match stored(found) {
+        Ok(Some((l, u))) if l.browser_hash == browser_hash => (l, u),
+        Ok(_) => {
+            let latest = latest_request(&state, &browser_hash).await;
+            return callback_refused(
+                "This page has expired",
+                "Linking must finish in the same browser, within ten minutes. Please sign in again.",
+                latest.as_deref(),
+            );
+        }
+        Err(resp) => return resp,
+    };
+    let identity = UpstreamIdentity {
+        provider: Provider::parse(&link.provider).unwrap_or(Provider::Google),
+        subject: link.subject.clone(),
+        name: link.name.clone(),
+        verified_email: Some(link.email.clone()),
+    };
+    match params.get("decision") {
+        Some("link") => {}
+        Some("new") => {
+            // Single use: whoever deletes the pending link goes on.
+            let (st, h) = (state.clone(), link.link_hash.clone());
+            match stored(web::block(move || st.store.delete_pending_link(&h)).await) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return callback_refused(
+                        "This page has expired",
+                        "It was already used. Please sign in again.",
+                        Some(&link.request),
+                    )
+                }
+                Err(resp) => return resp,
+            }
+            return create_and_sign_in(&state, &req, &identity, &link.request).await;
+        }
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "This request is not valid",
+                "Choose to link the accounts or to create a new one.",
+            )
+        }
+    }
+    let password = params.get("password").unwrap_or("").to_owned();
+    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
+    let (st, username) = (state.clone(), candidate.username.clone());
+    let outcome = web::block(move || {
+        check_password(&*st.store, &st.config.login, &ip, &username, &password, now)
+    })
+    .await;
+    let user = match stored(outcome) {
+        Ok(LoginOutcome::Success(u)) if u.id == link.user_id => *u,
+        Ok(LoginOutcome::Throttled) => return throttled(),
+        Ok(_) => {
+            tracing::info!(provider = %link.provider, "linking refused: wrong password");
+            return link_page(
+                &csrf,
+                &link,
+                &candidate.username,
+                &token,
+                Some(LOGIN_FAILED),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        Err(resp) => return resp,
+    };
+    let (st, l, uid) = (state.clone(), link.clone(), user.id.clone());
+    let linked = web::block(move || -> Result<bool, crate::store::StoreError> {
+        if !st.store.delete_pending_link(&l.link_hash)? {
+            return Ok(false);
+        }
+        st.store.link_identity(&l.provider, &l.subject, &uid, now)
+    })
+    .await;
+    match stored(linked) {
+        Ok(true) => {}
+        Ok(false) => {
+            return callback_refused(
+                "This page has expired",
+                "It was already used, or this sign-in is linked to another account already. Please sign in again.",
+                Some(&link.request),
+            )
+        }
+        Err(resp) => return resp,
+    }
+    tracing::info!(provider = %link.provider, user_id = %user.id, "upstream identity linked");
+    sign_in(&state, &req, user, &link.request).await
+}
