@@ -16,7 +16,7 @@ use crate::crypto::keys::{self, KeySet, SigningAlg};
 use crate::crypto::{opaque, password};
 use crate::oauth::client::{AuthMethod, Client, ClientSpec, GrantType};
 use crate::oauth::scope::is_scope_token;
-use crate::oauth::user::{check_password_policy, normalize_username, User};
+use crate::oauth::user::{check_password_policy, lookup_username, normalize_username, User};
 use crate::store::db::DbStore;
 use crate::store::{ClientStore, StoreError, UserStore};
 
@@ -544,7 +544,7 @@ fn print_user(u: &User) {
 }
 
 fn find_user(store: &DbStore, name: &str) -> Result<User, Failure> {
-    let username = normalize_username(name).map_err(usage)?;
+    let username = lookup_username(name).map_err(usage)?;
     store
         .find_user_by_username(&username)?
         .ok_or_else(|| fail(format!("no user {username}")))

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::common::{agent, free_port, Backend, Server};
+use crate::common::upstream::{Person, Upstream};
+use crate::common::{agent, free_port, Backend, Server, ServerBuilder};
 use crate::signin::{auth_params, challenge, query, user, VERIFIER};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -278,5 +279,123 @@ fn chromium_signs_in_and_approves() {
     assert_eq!(wd.text("h1"), "You have signed out");
     wd.screenshot("signed-out.png");
     wd.goto(&s.url(&format!("/authorize?{}", query(&params))));
+    wd.element("input[name=password]");
+}
+
+/// A server with the given upstream stand-ins, a client whose redirect URI is a local callback
+/// page, and the authorization request's parameters.
+fn federated_setup(
+    google: Option<&Upstream>,
+    github: Option<&Upstream>,
+) -> (Server, String, String, String, Vec<(String, String)>) {
+    let mut sb = ServerBuilder::new(Backend::Sqlite);
+    let env: Vec<(String, String)> = google
+        .map(Upstream::google_env)
+        .into_iter()
+        .chain(github.map(Upstream::github_env))
+        .flatten()
+        .collect();
+    for (k, v) in &env {
+        sb = sb.env(k, v);
+    }
+    let s = sb.start();
+    let cb_port = callback_server();
+    let redirect = format!("http://127.0.0.1:{cb_port}/callback");
+    let (id, secret) = s.client(&[
+        "--name",
+        "Acme Photos",
+        "--redirect-uri",
+        &redirect,
+        "--scope",
+        "photos:read",
+    ]);
+    let mut params = auth_params(&id, "openid profile email photos:read", &[]);
+    for (k, v) in params.iter_mut() {
+        if k == "redirect_uri" {
+            v.clone_from(&redirect);
+        }
+    }
+    (s, id, secret, redirect, params)
+}
+
+/// Approve on the consent page, land on the client's callback, redeem the code: the ID token.
+fn approve_and_redeem(wd: &WebDriver, s: &Server, id: &str, secret: &str, redirect: &str) -> Value {
+    wd.click("button[name=decision][value=allow]");
+    let landed = wd.wait_for_url(redirect);
+    let url = url::Url::parse(&landed).unwrap();
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "st-123");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", redirect),
+        ("code_verifier", VERIFIER),
+    ];
+    let r = s.post_form("/token", &form, Some((id, secret)));
+    assert_eq!(r.status, 200, "{}", r.body);
+    crate::refresh::payload(r.json()["id_token"].as_str().expect("id_token"))
+}
+
+/// "Sign in with Google" in Chromium: the button, the provider, back to consent and the client.
+#[test]
+fn chromium_signs_in_with_google() {
+    if !available() {
+        return;
+    }
+    let google = Upstream::google();
+    let (s, id, secret, redirect, params) = federated_setup(Some(&google), None);
+    google.set_person(Person::new("777000111", Some("gwen@example.com"), true));
+    let wd = WebDriver::start();
+    wd.goto(&s.url(&format!("/authorize?{}", query(&params))));
+    assert!(wd
+        .text("button.upstream-google")
+        .contains("Sign in with Google"));
+    wd.click("button.upstream-google");
+    wd.element("button[name=decision][value=allow]");
+    let claims = approve_and_redeem(&wd, &s, &id, &secret, &redirect);
+    let users = s.cli_json(&["user", "show", "google:777000111", "--json"]);
+    assert_eq!(claims["sub"], users["id"]);
+    assert_eq!(claims["amr"], json!(["fed"]));
+}
+
+/// "Sign in with GitHub" in Chromium, where the verified email matches a local account: the
+/// linking page takes that account's password, then the sign-in continues as that account.
+#[test]
+fn chromium_signs_in_with_github_and_links_the_account() {
+    if !available() {
+        return;
+    }
+    let google = Upstream::google();
+    let github = Upstream::github();
+    let (s, id, secret, redirect, params) = federated_setup(Some(&google), Some(&github));
+    let hana = user(
+        &s,
+        "hana",
+        &["--name", "Hana Example", "--email", "hana@example.com"],
+    );
+    github.set_person(Person::new("4242", Some("hana@example.com"), true));
+    let wd = WebDriver::start();
+    wd.goto(&s.url(&format!("/authorize?{}", query(&params))));
+    wd.element("button.upstream-github");
+    wd.screenshot("login-upstreams.png");
+    wd.click("button.upstream-github");
+    assert_eq!(wd.text("h1"), "Link your GitHub account");
+    wd.screenshot("link.png");
+    wd.type_into("input[name=password]", crate::signin::PASSWORD);
+    wd.click("button[name=decision][value=link]");
+    wd.element("button[name=decision][value=allow]");
+    let claims = approve_and_redeem(&wd, &s, &id, &secret, &redirect);
+    assert_eq!(claims["sub"], hana["id"]);
+
+    // The provider declining shows our page with a way back to the login page.
+    // (Still signed in and consented, so prompt=login brings the login page back.)
+    github.set_fault(crate::common::upstream::Fault::Deny);
+    let mut again = params.clone();
+    again.push(("prompt".into(), "login".into()));
+    wd.goto(&s.url(&format!("/authorize?{}", query(&again))));
+    wd.click("button.upstream-github");
+    assert_eq!(wd.text("h1"), "Sign-in with GitHub was cancelled");
+    wd.screenshot("upstream-cancelled.png");
+    wd.click("a.button");
     wd.element("input[name=password]");
 }

@@ -243,6 +243,9 @@ fn google_sign_in_creates_then_recognises_the_user(b: Backend) {
     let logs = s.logs();
     assert!(!logs.contains(CLIENT_SECRET), "client secret logged");
     assert!(!logs.contains(&sent["state"]), "upstream state logged");
+    let callback = url::Url::parse(&sent["__callback"]).unwrap();
+    let (_, code) = callback.query_pairs().find(|(k, _)| k == "code").unwrap();
+    assert!(!logs.contains(code.as_ref()), "upstream code logged");
 }
 
 fn github_sign_in_uses_only_a_primary_verified_email(b: Backend) {

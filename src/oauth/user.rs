@@ -56,6 +56,21 @@ pub fn normalize_username(name: &str) -> Result<String, String> {
     }
 }
 
+/// A username to look up: a local one (normalised as above) or a federated one
+/// (`google:<sub>`, `github:<id>`), taken exactly as the upstream subject was.
+pub fn lookup_username(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if let Some((provider, subject)) = name.split_once(':') {
+        let federated = matches!(provider, "google" | "github")
+            && (1..=255).contains(&subject.len())
+            && subject.bytes().all(|b| b.is_ascii_graphic());
+        if federated {
+            return Ok(name.to_owned());
+        }
+    }
+    normalize_username(name)
+}
+
 /// Shipped list of common passwords (Openwall's password.lst, public domain).
 const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 
@@ -110,6 +125,11 @@ mod tests {
         assert_eq!(normalize_username(" Alice ").unwrap(), "alice");
         assert!(normalize_username("a b").is_err());
         assert!(normalize_username("google:123").is_err());
+        assert_eq!(lookup_username("google:123").unwrap(), "google:123");
+        assert_eq!(lookup_username("github:42").unwrap(), "github:42");
+        assert_eq!(lookup_username(" Bob ").unwrap(), "bob");
+        assert!(lookup_username("other:1").is_err());
+        assert!(lookup_username("google:").is_err());
         assert!(normalize_username("").is_err());
     }
 }
