@@ -4,7 +4,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::common::{Backend, Server};
+use crate::common::upstream::Upstream;
+use crate::common::{Backend, ServerBuilder};
 
 const PATHS: &[&str] = &[
     "/token",
@@ -24,6 +25,14 @@ const PATHS: &[&str] = &[
     "/logout",
     "/logout?id_token_hint=a.b.c&post_logout_redirect_uri=%ZZ&client_id=%00",
     "/logout/confirm",
+    "/login/google",
+    "/login/github",
+    "/login/link",
+    "/login/google/callback",
+    "/login/google/callback?state=%ZZ&code=%00&state=",
+    "/login/github/callback?error=access_denied&state=x",
+    "/login/github/callback?code=a&state=AAAAAAAAAAAAAAAAAAAAAA",
+    "/login/nope/callback",
     "/nope",
     "/token/../jwks",
     "/%00",
@@ -44,7 +53,13 @@ fn raw(port: u16, request: &[u8]) -> Option<u16> {
 
 #[test]
 fn garbage_never_yields_a_500() {
-    let s = Server::start(Backend::Sqlite);
+    // With both upstreams configured, so their routes are live.
+    let (google, github) = (Upstream::google(), Upstream::github());
+    let mut sb = ServerBuilder::new(Backend::Sqlite);
+    for (k, v) in google.google_env().into_iter().chain(github.github_env()) {
+        sb = sb.env(&k, &v);
+    }
+    let s = sb.start();
     let (id, secret) = s.client(&[]);
     let basic = crate::common::basic_header(&id, &secret);
     let bodies: Vec<Vec<u8>> = vec![
