@@ -125,6 +125,19 @@ fn sent_upstream(up: &Upstream, to_provider: &Resp, b: &mut Browser) -> HashMap<
     sent
 }
 
+/// The CSRF token this browser's cookie gives for `purpose` (what a page of ours would embed).
+fn csrf_token_for(b: &Browser, purpose: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let secret = &b.cookies["portcullis_csrf"];
+    let mut h = Sha256::new();
+    h.update(b"portcullis-csrf\0");
+    h.update(purpose.as_bytes());
+    h.update(b"\0");
+    h.update(secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
 /// The whole round trip through the provider: our callback's response and its URL.
 fn through(b: &mut Browser, params: &[(String, String)], slug: &str) -> (Resp, String) {
     let to_provider = begin(b, params, slug);
@@ -246,6 +259,26 @@ fn google_sign_in_creates_then_recognises_the_user(b: Backend) {
     let callback = url::Url::parse(&sent["__callback"]).unwrap();
     let (_, code) = callback.query_pairs().find(|(k, _)| k == "code").unwrap();
     assert!(!logs.contains(code.as_ref()), "upstream code logged");
+    assert!(!logs.contains(&sent["nonce"]), "nonce logged");
+    for secret in google.secrets() {
+        assert!(
+            !logs.contains(&secret),
+            "upstream access token or verifier logged"
+        );
+    }
+
+    // state, nonce and PKCE differ on every start.
+    let mut fresh = Browser::new(&s);
+    let to_provider = begin(&mut fresh, &params, "google");
+    let next = sent_upstream(&google, &to_provider, &mut fresh);
+    for k in ["state", "nonce", "code_challenge"] {
+        assert_ne!(next[k], sent[k], "{k} repeated");
+    }
+
+    // A locked account does not get in through Google either.
+    s.cli(&["user", "lock", "google:2002"]);
+    let (r, _) = through(&mut Browser::new(&s), &params, "google");
+    assert_page_with_way_back(&r, 403, "locked");
 }
 
 fn github_sign_in_uses_only_a_primary_verified_email(b: Backend) {
@@ -289,6 +322,11 @@ fn github_sign_in_uses_only_a_primary_verified_email(b: Backend) {
     github.set_fault(Fault::Api500);
     let mut third = Browser::new(&s);
     let (r, _) = through(&mut third, &params, "github");
+    assert_page_with_way_back(&r, 502, "GitHub could not sign you in");
+    assert!(by_username(&users(&s), "github:9002").is_none());
+    // GitHub reports a bad code with HTTP 200 and an error body.
+    github.set_fault(Fault::ErrorWith200);
+    let (r, _) = through(&mut Browser::new(&s), &params, "github");
     assert_page_with_way_back(&r, 502, "GitHub could not sign you in");
     assert!(by_username(&users(&s), "github:9002").is_none());
     assert!(!s.logs().contains(CLIENT_SECRET));
@@ -352,15 +390,30 @@ fn email_links_only_after_the_local_password(b: Backend) {
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body.contains("incorrect"));
     assert!(by_username(&users(&s), "google:3002").is_none());
-    // Another browser cannot use the linking form.
+    // Another browser, with a valid CSRF token of its own, cannot use the linking form.
     let mut stranger = Browser::new(&s);
+    stranger.get(&format!("/authorize?{}", query(&params)));
+    let their_csrf = csrf_token_for(&stranger, "link");
+    let stolen: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "csrf_token" {
+                their_csrf.clone()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
     let r = post_fields(
         &mut stranger,
         "/login/link",
-        &fields,
+        &stolen,
         &[("decision", "link"), ("password", PASSWORD)],
     );
-    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("expired"), "{}", r.body);
+    assert!(by_username(&users(&s), "google:3002").is_none());
     // The right password links, and signs in as alice.
     let r = post_fields(
         &mut browser,
@@ -380,6 +433,9 @@ fn email_links_only_after_the_local_password(b: Backend) {
         &[("decision", "link"), ("password", PASSWORD)],
     );
     assert_eq!(r.status, 400, "{}", r.body);
+    let logs = s.logs();
+    let link_token = &fields.iter().find(|(k, _)| k == "link_token").unwrap().1;
+    assert!(!logs.contains(link_token.as_str()), "link token logged");
 
     // From now on that Google account signs in to alice directly.
     let mut later = Browser::new(&s);
@@ -434,9 +490,20 @@ fn state_is_single_use_bound_to_the_browser_and_short_lived(b: Backend) {
 
     // Another browser: refused, and it does not burn the state for the right browser.
     let mut thief = Browser::new(&s);
+    let own = auth_params(&id, "openid", &[("state", "thief-state")]);
+    thief.get(&format!("/authorize?{}", query(&own)));
+    assert!(
+        !thief.cookies.is_empty(),
+        "the thief has a CSRF cookie of its own"
+    );
     let r = thief.get_url(&callback);
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("another browser"), "{}", r.body);
+    assert!(
+        !r.body.contains("st-123"),
+        "the victim's request is not shown: {}",
+        r.body
+    );
     assert_eq!(
         google.token_requests(),
         tokens_before,
@@ -458,6 +525,26 @@ fn state_is_single_use_bound_to_the_browser_and_short_lived(b: Backend) {
     let r = slow.get_url(&callback);
     assert_page_with_way_back(&r, 400, "took too long");
     assert_eq!(google.token_requests(), before);
+
+    // The linking page expires as fast.
+    user(&s, "ivy", &["--email", "ivy@example.com"]);
+    google.set_person(Person::new("4002", Some("ivy@example.com"), true));
+    let mut linker = Browser::new(&s);
+    let (page, _) = through(&mut linker, &params, "google");
+    assert!(
+        page.body.contains("Link your Google account"),
+        "{}",
+        page.body
+    );
+    let fields = form_fields(&page.body, "/login/link");
+    std::thread::sleep(Duration::from_millis(2_100));
+    let r = post_fields(
+        &mut linker,
+        "/login/link",
+        &fields,
+        &[("decision", "link"), ("password", PASSWORD)],
+    );
+    assert_page_with_way_back(&r, 400, "expired");
 }
 
 fn upstream_denial_errors_and_timeouts_show_our_page(b: Backend) {
@@ -497,6 +584,9 @@ fn tampered_upstream_id_tokens_are_refused(b: Backend) {
         Fault::WrongAudience,
         Fault::WrongNonce,
         Fault::ExpiredBy(120),
+        Fault::WrongIssuer,
+        Fault::IssuedInFuture,
+        Fault::Unsigned,
     ]
     .into_iter()
     .enumerate()
@@ -513,6 +603,52 @@ fn tampered_upstream_id_tokens_are_refused(b: Backend) {
     let (r, _) = through(&mut Browser::new(&s), &params, "google");
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(by_username(&users(&s), "google:6100").is_some());
+    // An email without `email_verified` is not copied.
+    google.set_person(Person::new("6101", Some("maybe@example.com"), true));
+    google.set_fault(Fault::NoEmailVerified);
+    let (r, _) = through(&mut Browser::new(&s), &params, "google");
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(by_username(&users(&s), "google:6101").unwrap()["email"].is_null());
+}
+
+/// Discovery is cached; a signature by a key the cache does not know fetches the keys again.
+fn discovery_is_cached_and_key_rotation_followed(b: Backend) {
+    let google = Upstream::google();
+    let s = server(b, &[&google], false);
+    let (id, _) = app(&s, false);
+    let params = auth_params(&id, "openid photos:read", &[]);
+    google.set_person(Person::new("7001", None, false));
+    for _ in 0..2 {
+        let (r, _) = through(&mut Browser::new(&s), &params, "google");
+        assert_eq!(r.status, 303, "{}", r.body);
+    }
+    assert_eq!(google.discovery_hits(), 1, "discovery cached");
+    google.rotate_keys();
+    let (r, _) = through(&mut Browser::new(&s), &params, "google");
+    assert_eq!(r.status, 303, "new key followed: {}", r.body);
+    assert_eq!(google.discovery_hits(), 2);
+}
+
+/// The client is deleted while the person is at the provider: a page, no code redeemed, no
+/// user created.
+fn request_checked_again_when_the_person_returns(b: Backend) {
+    let google = Upstream::google();
+    let s = server(b, &[&google], false);
+    let (id, _) = app(&s, false);
+    let params = auth_params(&id, "openid photos:read", &[]);
+    google.set_person(Person::new("8001", None, false));
+    let mut browser = Browser::new(&s);
+    let to_provider = begin(&mut browser, &params, "google");
+    let callback = at_provider(&mut browser, &to_provider);
+    s.cli(&["client", "delete", &id]);
+    // Clients are cached for up to 5 s (README, Scale-out).
+    std::thread::sleep(Duration::from_millis(5_200));
+    let r = browser.get_url(&callback);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("no longer valid"), "{}", r.body);
+    assert!(r.header("location").is_none());
+    assert_eq!(google.token_requests(), 0);
+    assert!(users(&s).is_empty());
 }
 
 both_backends!(
@@ -522,6 +658,8 @@ both_backends!(
     state_is_single_use_bound_to_the_browser_and_short_lived,
     upstream_denial_errors_and_timeouts_show_our_page,
     tampered_upstream_id_tokens_are_refused,
+    discovery_is_cached_and_key_rotation_followed,
+    request_checked_again_when_the_person_returns,
 );
 
 /// Without `[upstream]` sections there are no buttons and no federation routes.
@@ -568,4 +706,5 @@ fn both_upstreams_and_csrf_on_start() {
     let callback = at_provider(&mut browser, &to_google);
     let r = browser.get_url(&callback.replace("/login/google/", "/login/github/"));
     assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("different sign-in provider"), "{}", r.body);
 }

@@ -131,6 +131,7 @@ impl Github {
         Ok(UpstreamIdentity {
             provider: Provider::Github,
             subject,
+            issuer: self.config.api_url.clone(),
             name: user
                 .name
                 .filter(|n| !n.trim().is_empty())

@@ -1,5 +1,6 @@
 //! "Sign in with Google" with the `openidconnect` crate: discovery from the configured issuer
-//! (cached for an hour, fetched again when a signature does not verify, for key rotation),
+//! (cached for an hour, fetched again when a signature does not verify, for key rotation, at
+//! most once a minute; a failed discovery is remembered for 10 s),
 //! authorization code with PKCE, `state` and `nonce`, and an RS256 ID token checked for
 //! signature, `iss`, `aud`, `exp` and `iat` (60 s leeway) and the nonce.
 
@@ -22,8 +23,11 @@ use crate::config::GoogleConfig;
 
 /// How long the discovery document (and the JWKS in it) is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-/// A failed signature fetches the keys again, at most this often.
-const REFETCH_AFTER: Duration = Duration::from_secs(60);
+/// A signature that does not verify fetches the keys again, at most this often (so forged
+/// tokens cannot make us hammer the provider).
+const REFETCH_EVERY: Duration = Duration::from_secs(60);
+/// A failed discovery is not retried for this long: starts fail fast while the provider is down.
+const FAILURE_TTL: Duration = Duration::from_secs(10);
 
 /// The Google (or any OpenID provider's) sign-in.
 pub struct Google {
@@ -31,6 +35,10 @@ pub struct Google {
     redirect_uri: String,
     http: UpstreamHttp,
     discovered: Mutex<Option<(Instant, Arc<CoreProviderMetadata>)>>,
+    /// The last forced refetch of the keys.
+    refetched: Mutex<Option<Instant>>,
+    /// The last failed discovery and why.
+    failed: Mutex<Option<(Instant, FederationError)>>,
 }
 
 impl std::fmt::Debug for Google {
@@ -53,6 +61,8 @@ impl Google {
             redirect_uri,
             http,
             discovered: Mutex::new(None),
+            refetched: Mutex::new(None),
+            failed: Mutex::new(None),
         }
     }
 
@@ -65,6 +75,21 @@ impl Google {
                 }
             }
         }
+        if let Ok(guard) = self.failed.lock() {
+            if let Some((at, e)) = guard.as_ref() {
+                if at.elapsed() < FAILURE_TTL {
+                    return Err(e.clone());
+                }
+            }
+        }
+        let fetched = self.discover();
+        if let (Err(e), Ok(mut guard)) = (&fetched, self.failed.lock()) {
+            *guard = Some((Instant::now(), e.clone()));
+        }
+        fetched
+    }
+
+    fn discover(&self) -> Result<Arc<CoreProviderMetadata>, FederationError> {
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| upstream("issuer")(e.to_string()))?;
         // Discovery checks that the document names this very issuer.
@@ -101,6 +126,17 @@ impl Google {
             Some(ClientSecret::new(self.config.client_secret.clone())),
         )
         .set_redirect_uri(redirect))
+    }
+
+    fn may_refetch(&self) -> bool {
+        let Ok(mut last) = self.refetched.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| t.elapsed() < REFETCH_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// The authorization URL and what the callback will need.
@@ -179,6 +215,7 @@ impl Google {
             Ok(UpstreamIdentity {
                 provider: Provider::Google,
                 subject,
+                issuer: self.config.issuer.clone(),
                 name: claims
                     .name()
                     .and_then(|n| n.get(None))
@@ -187,14 +224,12 @@ impl Google {
             })
         };
         match verify(&m) {
-            // The provider may have rotated its keys since discovery: fetch them once more.
-            Err(FederationError::InvalidIdToken(reason)) if reason == "signature" => {
-                let fresh = self.metadata(REFETCH_AFTER)?;
-                if Arc::ptr_eq(&fresh, &m) {
-                    Err(FederationError::InvalidIdToken(reason))
-                } else {
-                    verify(&fresh)
-                }
+            // The provider may have rotated its keys since discovery: fetch them once more,
+            // unless that was done within the last minute.
+            Err(FederationError::InvalidIdToken(reason))
+                if reason == "signature" && self.may_refetch() =>
+            {
+                verify(&*self.metadata(Duration::ZERO)?)
             }
             other => other,
         }

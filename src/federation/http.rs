@@ -73,6 +73,9 @@ impl UpstreamHttp {
             .read_to_vec()
             .map_err(|e| match e {
                 ureq3::Error::Timeout(_) => HttpError::Timeout,
+                ureq3::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                    HttpError::Timeout
+                }
                 other => HttpError::Transport(other.to_string()),
             })?;
         Ok(HttpResponse::from_parts(parts, bytes))

@@ -63,6 +63,8 @@ pub struct UpstreamIdentity {
     pub provider: Provider,
     /// Its stable id for the person (Google `sub`, GitHub numeric id).
     pub subject: String,
+    /// Who vouched for the subject: the OpenID issuer, or GitHub's API base.
+    pub issuer: String,
     /// Their name there.
     pub name: Option<String>,
     /// Their email, only when the provider has verified it.
@@ -183,6 +185,9 @@ pub enum Account {
     LinkOffer(Box<User>),
     /// Unknown: a new user is created.
     New,
+    /// Known, but recorded from another issuer (the provider was reconfigured): the same
+    /// subject there is not the same person, so nobody signs in.
+    OtherIssuer,
 }
 
 /// Apply the account rules to `identity`.
@@ -190,8 +195,11 @@ pub fn find_account(
     store: &dyn FederationStore,
     identity: &UpstreamIdentity,
 ) -> StoreResult<Account> {
-    if let Some(user) = store.find_identity(identity.provider.as_str(), &identity.subject)? {
-        return Ok(Account::Known(Box::new(user)));
+    if let Some(known) = store.find_identity(identity.provider.as_str(), &identity.subject)? {
+        if known.issuer != identity.issuer {
+            return Ok(Account::OtherIssuer);
+        }
+        return Ok(Account::Known(Box::new(known.user)));
     }
     if let Some(email) = &identity.verified_email {
         if let Some(user) = store
@@ -238,6 +246,7 @@ mod tests {
         UpstreamIdentity {
             provider: Provider::Google,
             subject: "1234".into(),
+            issuer: "https://accounts.google.com".into(),
             name: Some("Ada".into()),
             verified_email: email.map(str::to_owned),
         }

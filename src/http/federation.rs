@@ -9,26 +9,26 @@
 
 #![allow(clippy::result_large_err)]
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::authorize::{
-    authorize_error, carried, client_ip, form_expired, load_client, page_params, posted, proceed,
-    see_other, start_session, stored, throttled, with_csrf_cookie, LOGIN_FAILED,
+    carried, client_ip, form_expired, load_client, page_params, posted, proceed, see_other,
+    start_session, stored, throttled, with_csrf_cookie, LOGIN_FAILED,
 };
 use super::pages::{error_page, error_page_back, page, render, Csrf};
 use super::AppState;
 use crate::crypto::opaque;
 use crate::federation::{self, Account, FederationError, Provider, UpstreamIdentity};
 use crate::oauth::authorize::AuthorizationRequest;
+use crate::oauth::client::Client;
 use crate::oauth::login::{check_password, LoginOutcome};
 use crate::oauth::request::Params;
 use crate::oauth::user::User;
 use crate::store::{PendingLink, TakenState, UpstreamLogin};
-
-/// How long the linking page may stay open.
-const LINK_TTL_SECS: i64 = 600;
 
 #[derive(Template)]
 #[template(path = "link.html")]
@@ -198,11 +198,13 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
                 latest.as_deref(),
             );
         }
-        TakenState::OtherBrowser(l) => {
+        TakenState::OtherBrowser(_) => {
+            // The way back is to this browser's own request, never the one that started.
+            let latest = latest_request(&state, &browser_hash).await;
             return callback_refused(
                 "This sign-in was started in another browser",
                 "For your safety, a sign-in must finish in the browser it started in. Please start again here.",
-                Some(&l.request),
+                latest.as_deref(),
             );
         }
         TakenState::Used(l) => {
@@ -227,15 +229,24 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
             Some(&login.request),
         );
     }
+    // Before any code is redeemed: the request must still be valid (the client may have
+    // changed meanwhile).
+    let pending = match revalidate(&state, &login.request).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
     let params = params.unwrap_or_default();
     if let Some(error) = params.get("error") {
         let e = if error == "access_denied" {
             FederationError::Denied
         } else {
-            FederationError::Upstream(format!(
-                "error={}",
-                error.chars().take(64).collect::<String>()
-            ))
+            // Only a short, plain error code goes to the log.
+            let code: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
+            FederationError::Upstream(format!("error={code}"))
         };
         return upstream_failed(provider, &e, &login.request);
     }
@@ -270,8 +281,20 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         Err(resp) => return resp,
     };
     match account {
-        Account::Known(user) => sign_in(&state, &req, *user, &login.request).await,
-        Account::New => create_and_sign_in(&state, &req, &identity, &login.request).await,
+        Account::Known(user) => sign_in(&state, &req, *user, &pending, &login.request).await,
+        Account::New => create_and_sign_in(&state, &req, &identity, &pending, &login.request).await,
+        Account::OtherIssuer => {
+            tracing::warn!(
+                provider = provider.as_str(),
+                "upstream subject recorded from another issuer; sign-in refused"
+            );
+            error_page_back(
+                StatusCode::FORBIDDEN,
+                "This account cannot sign in here",
+                "It was registered through a different sign-in provider configuration. Contact the administrator.",
+                &back_link(&login.request),
+            )
+        }
         Account::LinkOffer(user) => {
             offer_link(
                 &state,
@@ -298,11 +321,38 @@ async fn latest_request(state: &web::Data<AppState>, browser_hash: &str) -> Opti
     }
 }
 
-/// Sign `user` in (amr `fed`) and continue the authorization request stored as `request`.
+/// An authorization request waiting for an upstream sign-in, validated again.
+type Pending = (Params, AuthorizationRequest, Arc<Client>);
+
+/// The stored authorization request `request`, validated again: the client may have changed
+/// since it was sent upstream. A request no longer valid gets a page (never a redirect).
+async fn revalidate(state: &web::Data<AppState>, request: &str) -> Result<Pending, HttpResponse> {
+    let gone = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in request is no longer valid",
+            "The application's sign-in request cannot be completed. Go back to the application and sign in again.",
+        )
+    };
+    let params = Params::parse(request.as_bytes()).map_err(|_| gone())?;
+    let client = load_client(state, params.get("client_id")).await?;
+    let validated = AuthorizationRequest::validate(&params, client.as_deref());
+    match (validated, client) {
+        (Ok(request), Some(client)) => Ok((params, request, client)),
+        _ => {
+            tracing::info!("stored authorization request no longer valid");
+            Err(gone())
+        }
+    }
+}
+
+/// Sign `user` in (amr `fed`) and continue the pending authorization request (`request` is
+/// its query string, for the way back).
 async fn sign_in(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     user: User,
+    pending: &Pending,
     request: &str,
 ) -> HttpResponse {
     let now = state.clock.now();
@@ -315,22 +365,7 @@ async fn sign_in(
             &back_link(request),
         );
     }
-    let params = match Params::parse(request.as_bytes()) {
-        Ok(p) => p,
-        Err(_) => return super::authorize::unavailable(),
-    };
-    let client = match load_client(state, params.get("client_id")).await {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    // The request is validated again: the client may have changed since it was sent upstream.
-    let request = match AuthorizationRequest::validate(&params, client.as_deref()) {
-        Ok(r) => r,
-        Err(e) => return authorize_error(state, e),
-    };
-    let Some(client) = client else {
-        return super::authorize::unavailable();
-    };
+    let (params, request, client) = pending;
     let (hash, session, cookie) = match start_session(state, req, &user, vec!["fed".into()]).await {
         Ok(s) => s,
         Err(resp) => return resp,
@@ -339,9 +374,9 @@ async fn sign_in(
     proceed(
         state,
         req,
-        &params,
-        &request,
-        &client,
+        params,
+        request,
+        client,
         Some((hash, session, user)),
         true,
         Some(cookie),
@@ -354,23 +389,30 @@ async fn create_and_sign_in(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     identity: &UpstreamIdentity,
+    pending: &Pending,
     request: &str,
 ) -> HttpResponse {
     let now = state.clock.now();
     let user = federation::new_user(identity, now);
-    let (st, provider, subject) = (
+    let (st, provider, subject, issuer) = (
         state.clone(),
         identity.provider.as_str(),
         identity.subject.clone(),
+        identity.issuer.clone(),
     );
-    let created =
-        web::block(move || st.store.create_federated_user(&user, provider, &subject)).await;
+    let created = web::block(move || {
+        st.store
+            .create_federated_user(&user, provider, &subject, &issuer)
+    })
+    .await;
     let user = match stored(created) {
-        Ok(u) => u,
+        // A parallel first sign-in created it, from another issuer: refuse like find_account.
+        Ok(f) if f.issuer != identity.issuer => return super::authorize::unavailable(),
+        Ok(f) => f.user,
         Err(resp) => return resp,
     };
     tracing::info!(provider, user_id = %user.id, "federated user created");
-    sign_in(state, req, user, request).await
+    sign_in(state, req, user, pending, request).await
 }
 
 /// A verified email matched a local account: offer to link it, behind its password.
@@ -391,11 +433,13 @@ async fn offer_link(
         browser_hash: browser_hash.to_owned(),
         provider: identity.provider.as_str().to_owned(),
         subject: identity.subject.clone(),
+        issuer: identity.issuer.clone(),
         name: identity.name.clone(),
         email,
         user_id: candidate.id.clone(),
         request: request.to_owned(),
-        expires_at: state.clock.now() + LINK_TTL_SECS,
+        // As long as the upstream sign-in itself may take.
+        expires_at: state.clock.now() + i64::from(state.config.login.upstream_state_ttl_secs),
     };
     let st = state.clone();
     let l = link.clone();
@@ -478,8 +522,13 @@ pub async fn link(
     let identity = UpstreamIdentity {
         provider: Provider::parse(&link.provider).unwrap_or(Provider::Google),
         subject: link.subject.clone(),
+        issuer: link.issuer.clone(),
         name: link.name.clone(),
         verified_email: Some(link.email.clone()),
+    };
+    let pending = match revalidate(&state, &link.request).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
     };
     match params.get("decision") {
         Some("link") => {}
@@ -497,7 +546,7 @@ pub async fn link(
                 }
                 Err(resp) => return resp,
             }
-            return create_and_sign_in(&state, &req, &identity, &link.request).await;
+            return create_and_sign_in(&state, &req, &identity, &pending, &link.request).await;
         }
         _ => {
             return error_page(
@@ -535,7 +584,8 @@ pub async fn link(
         if !st.store.delete_pending_link(&l.link_hash)? {
             return Ok(false);
         }
-        st.store.link_identity(&l.provider, &l.subject, &uid, now)
+        st.store
+            .link_identity(&l.provider, &l.subject, &l.issuer, &uid, now)
     })
     .await;
     match stored(linked) {
@@ -550,5 +600,5 @@ pub async fn link(
         Err(resp) => return resp,
     }
     tracing::info!(provider = %link.provider, user_id = %user.id, "upstream identity linked");
-    sign_in(&state, &req, user, &link.request).await
+    sign_in(&state, &req, user, &pending, &link.request).await
 }

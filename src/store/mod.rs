@@ -315,6 +315,8 @@ pub struct PendingLink {
     pub provider: String,
     /// The upstream subject.
     pub subject: String,
+    /// The issuer (GitHub: API) that vouched for it.
+    pub issuer: String,
     /// Name given upstream.
     pub name: Option<String>,
     /// The verified email that matched.
@@ -340,6 +342,15 @@ pub enum TakenState {
     Used(UpstreamLogin),
 }
 
+/// A local user reached through an upstream identity, and the issuer recorded for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedUser {
+    /// The local user.
+    pub user: User,
+    /// The issuer (GitHub: API base) that vouched for the subject when it was first seen.
+    pub issuer: String,
+}
+
 /// Federation: upstream identities, pending upstream sign-ins and links.
 pub trait FederationStore: Send + Sync {
     /// Record a sign-in that is about to go upstream.
@@ -353,8 +364,9 @@ pub trait FederationStore: Send + Sync {
     ) -> StoreResult<TakenState>;
     /// The newest upstream sign-in this browser started (to offer a way back).
     fn latest_upstream_login(&self, browser_hash: &str) -> StoreResult<Option<UpstreamLogin>>;
-    /// The local user an upstream identity maps to.
-    fn find_identity(&self, provider: &str, subject: &str) -> StoreResult<Option<User>>;
+    /// The local user an upstream identity maps to. An identity whose user is gone (deleted
+    /// in a race with its linking) is removed and reported absent.
+    fn find_identity(&self, provider: &str, subject: &str) -> StoreResult<Option<FederatedUser>>;
     /// Create `user` for an upstream identity, both in one transaction. If the identity was
     /// created meanwhile (a parallel first sign-in), the user it maps to is returned instead.
     fn create_federated_user(
@@ -362,16 +374,19 @@ pub trait FederationStore: Send + Sync {
         user: &User,
         provider: &str,
         subject: &str,
-    ) -> StoreResult<User>;
+        issuer: &str,
+    ) -> StoreResult<FederatedUser>;
     /// Map an upstream identity to an existing user; false if it maps to someone already.
     fn link_identity(
         &self,
         provider: &str,
         subject: &str,
+        issuer: &str,
         user_id: &str,
         now: UnixTime,
     ) -> StoreResult<bool>;
-    /// Local accounts with a password whose email is `email` (case-insensitive), oldest first.
+    /// Local accounts (not federated ones) with a password whose email is `email` (ASCII
+    /// case-insensitive), oldest first.
     fn find_password_users_by_email(&self, email: &str) -> StoreResult<Vec<User>>;
     /// Record a pending link.
     fn save_pending_link(&self, link: &PendingLink) -> StoreResult<()>;

@@ -114,6 +114,7 @@ diesel::table! {
     user_identities (provider, subject) {
         provider -> Text,
         subject -> Text,
+        issuer -> Text,
         user_id -> Text,
         created_at -> BigInt,
     }
@@ -139,6 +140,7 @@ diesel::table! {
         browser_hash -> Text,
         provider -> Text,
         subject -> Text,
+        issuer -> Text,
         name -> Nullable<Text>,
         email -> Text,
         user_id -> Text,

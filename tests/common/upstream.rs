@@ -60,6 +60,16 @@ pub enum Fault {
     ExpiredBy(i64),
     /// GitHub's API answers 500.
     Api500,
+    /// The ID token names another issuer.
+    WrongIssuer,
+    /// The ID token was issued five minutes in the future.
+    IssuedInFuture,
+    /// The ID token is unsigned (`alg: none`).
+    Unsigned,
+    /// The ID token has no `email_verified` claim.
+    NoEmailVerified,
+    /// The token endpoint answers 200 with an error body, as GitHub does.
+    ErrorWith200,
 }
 
 struct Grant {
@@ -79,6 +89,12 @@ struct Shared {
     pub authorize_requests: Mutex<Vec<HashMap<String, String>>>,
     /// Token requests answered 200.
     token_requests: Mutex<usize>,
+    /// Discovery documents served.
+    discovery_hits: Mutex<usize>,
+    /// Keys rotated: key 2 (kid k2) is published and signs.
+    rotated: Mutex<bool>,
+    /// Access tokens issued and PKCE verifiers received: none may reach a log.
+    secrets: Mutex<Vec<String>>,
 }
 
 /// A running stand-in.
@@ -116,6 +132,9 @@ impl Upstream {
             tokens: Mutex::new(HashMap::new()),
             authorize_requests: Mutex::new(Vec::new()),
             token_requests: Mutex::new(0),
+            discovery_hits: Mutex::new(0),
+            rotated: Mutex::new(false),
+            secrets: Mutex::new(Vec::new()),
         });
         let data = web::Data::from(shared.clone());
         let (tx, rx) = std::sync::mpsc::channel();
@@ -176,6 +195,20 @@ impl Upstream {
 
     pub fn token_requests(&self) -> usize {
         *self.shared.token_requests.lock().unwrap()
+    }
+
+    pub fn discovery_hits(&self) -> usize {
+        *self.shared.discovery_hits.lock().unwrap()
+    }
+
+    /// Publish a new signing key (kid k2) in place of the old one, and sign with it.
+    pub fn rotate_keys(&self) {
+        *self.shared.rotated.lock().unwrap() = true;
+    }
+
+    /// Access tokens issued and PKCE verifiers received so far.
+    pub fn secrets(&self) -> Vec<String> {
+        self.shared.secrets.lock().unwrap().clone()
     }
 
     /// The environment that points Portcullis at this stand-in as Google.
@@ -256,6 +289,7 @@ fn query(req: &HttpRequest) -> HashMap<String, String> {
 }
 
 async fn discovery(s: web::Data<Shared>) -> HttpResponse {
+    *s.discovery_hits.lock().unwrap() += 1;
     let b = &s.base;
     HttpResponse::Ok().json(json!({
         "issuer": b,
@@ -271,10 +305,27 @@ async fn discovery(s: web::Data<Shared>) -> HttpResponse {
     }))
 }
 
-async fn jwks() -> HttpResponse {
-    let public = keys().0.to_public_key();
+/// The published key and its kid, and the unpublished one.
+fn signing(
+    s: &Shared,
+) -> (
+    &'static rsa::RsaPrivateKey,
+    &'static str,
+    &'static rsa::RsaPrivateKey,
+) {
+    let (k1, k2) = keys();
+    if *s.rotated.lock().unwrap() {
+        (k2, "k2", k1)
+    } else {
+        (k1, "k1", k2)
+    }
+}
+
+async fn jwks(s: web::Data<Shared>) -> HttpResponse {
+    let (key, kid, _) = signing(&s);
+    let public = key.to_public_key();
     HttpResponse::Ok().json(json!({"keys": [{
-        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1",
+        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
         "n": B64.encode(public.n().to_bytes_be()),
         "e": B64.encode(public.e().to_bytes_be()),
     }]}))
@@ -331,6 +382,12 @@ async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Http
     if fault == Fault::TokenSlow {
         actix_web::rt::time::sleep(Duration::from_secs(12)).await;
     }
+    if fault == Fault::ErrorWith200 {
+        return HttpResponse::Ok().json(json!({
+            "error": "bad_verification_code",
+            "error_description": "The code passed is incorrect or expired."
+        }));
+    }
     let basic = req
         .headers()
         .get("authorization")
@@ -367,12 +424,14 @@ async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Http
         return token_error("invalid_grant");
     }
     let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    s.secrets.lock().unwrap().push(verifier.clone());
     let expected = B64.encode(Sha256::digest(verifier.as_bytes()));
     if grant.challenge.as_deref() != Some(expected.as_str()) {
         return token_error("invalid_grant");
     }
     *s.token_requests.lock().unwrap() += 1;
     let access_token = random();
+    s.secrets.lock().unwrap().push(access_token.clone());
     s.tokens
         .lock()
         .unwrap()
@@ -388,17 +447,22 @@ async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Http
     let mut claims = json!({
         "iss": s.base, "sub": p.subject, "aud": CLIENT_ID, "azp": CLIENT_ID,
         "iat": t, "exp": t + 3600, "nonce": nonce,
-        "email_verified": p.email_verified,
     });
+    if fault != Fault::NoEmailVerified {
+        claims["email_verified"] = json!(p.email_verified);
+    }
     if let Some(e) = &p.email {
         claims["email"] = json!(e);
     }
     if let Some(n) = &p.name {
         claims["name"] = json!(n);
     }
-    let mut key = &keys().0;
+    let (published, kid, unpublished) = signing(&s);
+    let mut key = published;
     match fault {
-        Fault::WrongSignature => key = &keys().1,
+        Fault::WrongSignature => key = unpublished,
+        Fault::WrongIssuer => claims["iss"] = json!("https://issuer.invalid"),
+        Fault::IssuedInFuture => claims["iat"] = json!(t + 300),
         Fault::WrongAudience => claims["aud"] = json!("someone-else"),
         Fault::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
         Fault::ExpiredBy(secs) => {
@@ -408,7 +472,7 @@ async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Http
         _ => {}
     }
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("k1".into());
+    header.kid = Some(kid.into());
     let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
     let id_token = jsonwebtoken::encode(
         &header,
@@ -416,6 +480,12 @@ async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Http
         &jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
     )
     .unwrap();
+    let id_token = if fault == Fault::Unsigned {
+        let body = id_token.split('.').nth(1).unwrap();
+        format!("{}.{body}.", B64.encode(br#"{"alg":"none","typ":"JWT"}"#))
+    } else {
+        id_token
+    };
     HttpResponse::Ok().json(json!({
         "access_token": access_token, "token_type": "Bearer", "expires_in": 3600,
         "id_token": id_token, "scope": "openid email profile",

@@ -1,8 +1,10 @@
 -- Upstream identities (Google `sub`, GitHub user id) and the local user each maps to: one user
--- per (provider, subject), never found by email.
+-- per (provider, subject), never found by email. `issuer` records which issuer (or GitHub API)
+-- vouched for the subject: a subject from a reconfigured provider is not the same person.
 CREATE TABLE user_identities (
     provider   TEXT   NOT NULL,
     subject    TEXT   NOT NULL,
+    issuer     TEXT   NOT NULL,
     user_id    TEXT   NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (provider, subject)
@@ -33,6 +35,7 @@ CREATE TABLE pending_links (
     browser_hash TEXT   NOT NULL,
     provider     TEXT   NOT NULL,
     subject      TEXT   NOT NULL,
+    issuer       TEXT   NOT NULL,
     name         TEXT,
     email        TEXT   NOT NULL,
     user_id      TEXT   NOT NULL,

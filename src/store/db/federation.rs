@@ -7,7 +7,8 @@ use super::{db_err, row_to_user, DbStore, UserRow};
 use crate::clock::UnixTime;
 use crate::oauth::user::User;
 use crate::store::{
-    FederationStore, PendingLink, StoreError, StoreResult, TakenState, UpstreamLogin, UserStore,
+    FederatedUser, FederationStore, PendingLink, StoreError, StoreResult, TakenState,
+    UpstreamLogin, UserStore,
 };
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>);
@@ -41,6 +42,7 @@ fn upstream_from_row(r: UpstreamRow) -> (UpstreamLogin, Option<i64>) {
 }
 
 type LinkRow = (
+    String,
     String,
     String,
     String,
@@ -113,20 +115,38 @@ impl FederationStore for DbStore {
             .map_err(db_err)
     }
 
-    fn find_identity(&self, provider: &str, subject: &str) -> StoreResult<Option<User>> {
-        let user_id = user_identities::table
+    fn find_identity(&self, provider: &str, subject: &str) -> StoreResult<Option<FederatedUser>> {
+        let row = user_identities::table
             .find((provider, subject))
-            .select(user_identities::user_id)
-            .first::<String>(&mut *self.conn()?)
+            .select((user_identities::user_id, user_identities::issuer))
+            .first::<(String, String)>(&mut *self.conn()?)
             .optional()
             .map_err(db_err)?;
-        match user_id {
-            Some(id) => self.find_user(&id),
-            None => Ok(None),
+        let Some((user_id, issuer)) = row else {
+            return Ok(None);
+        };
+        match self.find_user(&user_id)? {
+            Some(user) => Ok(Some(FederatedUser { user, issuer })),
+            None => {
+                diesel::delete(
+                    user_identities::table
+                        .find((provider, subject))
+                        .filter(user_identities::user_id.eq(&user_id)),
+                )
+                .execute(&mut *self.conn()?)
+                .map_err(db_err)?;
+                Ok(None)
+            }
         }
     }
 
-    fn create_federated_user(&self, u: &User, provider: &str, subject: &str) -> StoreResult<User> {
+    fn create_federated_user(
+        &self,
+        u: &User,
+        provider: &str,
+        subject: &str,
+        issuer: &str,
+    ) -> StoreResult<FederatedUser> {
         let mut conn = self.conn()?;
         let created = conn.transaction(|c| {
             use users::dsl as t;
@@ -150,6 +170,7 @@ impl FederationStore for DbStore {
                 .values((
                     user_identities::provider.eq(provider),
                     user_identities::subject.eq(subject),
+                    user_identities::issuer.eq(issuer),
                     user_identities::user_id.eq(&u.id),
                     user_identities::created_at.eq(u.created_at),
                 ))
@@ -157,7 +178,10 @@ impl FederationStore for DbStore {
         });
         drop(conn);
         match created.map_err(db_err) {
-            Ok(_) => Ok(u.clone()),
+            Ok(_) => Ok(FederatedUser {
+                user: u.clone(),
+                issuer: issuer.to_owned(),
+            }),
             // A parallel first sign-in of the same person won: use what it created.
             Err(StoreError::Conflict) => self
                 .find_identity(provider, subject)?
@@ -170,6 +194,7 @@ impl FederationStore for DbStore {
         &self,
         provider: &str,
         subject: &str,
+        issuer: &str,
         user_id: &str,
         now: UnixTime,
     ) -> StoreResult<bool> {
@@ -177,6 +202,7 @@ impl FederationStore for DbStore {
             .values((
                 user_identities::provider.eq(provider),
                 user_identities::subject.eq(subject),
+                user_identities::issuer.eq(issuer),
                 user_identities::user_id.eq(user_id),
                 user_identities::created_at.eq(now),
             ))
@@ -191,8 +217,10 @@ impl FederationStore for DbStore {
 
     fn find_password_users_by_email(&self, email: &str) -> StoreResult<Vec<User>> {
         users::table
-            .filter(lower(users::email).eq(email.to_lowercase()))
+            .filter(lower(users::email).eq(email.to_ascii_lowercase()))
             .filter(users::password_hash.is_not_null())
+            // Federated users cannot sign in with a password, so cannot be linked to.
+            .filter(users::username.not_like("%:%"))
             .order((users::created_at, users::id))
             .limit(10)
             .load::<UserRow>(&mut *self.conn()?)
@@ -210,6 +238,7 @@ impl FederationStore for DbStore {
                 t::browser_hash.eq(&l.browser_hash),
                 t::provider.eq(&l.provider),
                 t::subject.eq(&l.subject),
+                t::issuer.eq(&l.issuer),
                 t::name.eq(&l.name),
                 t::email.eq(&l.email),
                 t::user_id.eq(&l.user_id),
@@ -237,11 +266,12 @@ impl FederationStore for DbStore {
             browser_hash: r.1,
             provider: r.2,
             subject: r.3,
-            name: r.4,
-            email: r.5,
-            user_id: r.6,
-            request: r.7,
-            expires_at: r.8,
+            issuer: r.4,
+            name: r.5,
+            email: r.6,
+            user_id: r.7,
+            request: r.8,
+            expires_at: r.9,
         }))
     }
 
