@@ -13,12 +13,14 @@ use serde_json::{json, Value};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::keys::{self, KeySet, SigningAlg};
+use crate::crypto::seal::Sealer;
 use crate::crypto::{opaque, password};
 use crate::oauth::client::{AuthMethod, Client, ClientSpec, GrantType};
 use crate::oauth::scope::is_scope_token;
+use crate::oauth::totp;
 use crate::oauth::user::{check_password_policy, lookup_username, normalize_username, User};
 use crate::store::db::DbStore;
-use crate::store::{ClientStore, StoreError, UserStore};
+use crate::store::{ClientStore, MfaStore, StoreError, UserStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,6 +101,9 @@ enum UserCommand {
     Unlock(UserName),
     /// Delete a person with their sessions and consents.
     Delete(UserName),
+    /// Enrol TOTP (replacing any enrolment): prints the secret, the otpauth URI and ten
+    /// recovery codes, shown only now.
+    Totp(UserName),
 }
 
 #[derive(Debug, Args)]
@@ -654,6 +659,42 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             store.set_password(&user.id, &hash)?;
             println!("password set for {}", user.username);
             Ok(())
+        }
+        UserCommand::Totp(u) => {
+            let (store, _) = open_store(config)?;
+            let user = find_user(&store, &u.username)?;
+            if user.password_hash.is_none() {
+                return Err(fail(format!(
+                    "{} signs in without a password here; a second factor applies to passwords",
+                    user.username
+                )));
+            }
+            let sealer = Sealer::load(&config.login.totp_encryption_key, &config.keys_dir)
+                .map_err(|e| fail(e.to_string()))?;
+            let secret = totp::new_secret();
+            let codes = totp::new_recovery_codes();
+            let uri = totp::otpauth_uri(&secret, &user.username)
+                .ok_or_else(|| fail("cannot build the otpauth URI".to_owned()))?;
+            store.enrol_totp(
+                &user.id,
+                &sealer.seal(&secret, &user.id),
+                &totp::recovery_hashes(&codes),
+                now,
+            )?;
+            let b32 = totp::base32(&secret);
+            if u.json {
+                print_json(&json!({
+                    "username": user.username,
+                    "secret": b32,
+                    "otpauth_uri": uri,
+                    "recovery_codes": codes,
+                }))
+            } else {
+                println!("secret:         {b32}");
+                println!("otpauth_uri:    {uri}");
+                println!("recovery codes: {}", codes.join(" "));
+                Ok(())
+            }
         }
         UserCommand::Lock(u) => lock_user(config, &u, true),
         UserCommand::Unlock(u) => lock_user(config, &u, false),

@@ -104,6 +104,9 @@ pub struct LoginConfig {
     /// How long a person may take at Google or GitHub before the sign-in must start again
     /// (10 minutes).
     pub upstream_state_ttl_secs: u32,
+    /// Key that seals TOTP seeds at rest: base64 of 32 bytes. Empty: `totp.key` in `keys_dir`,
+    /// created on first use.
+    pub totp_encryption_key: String,
 }
 
 impl Default for LoginConfig {
@@ -115,6 +118,7 @@ impl Default for LoginConfig {
             ip_window_secs: 900,
             trust_forwarded_for: false,
             upstream_state_ttl_secs: 600,
+            totp_encryption_key: String::new(),
         }
     }
 }

@@ -399,3 +399,66 @@ fn chromium_signs_in_with_github_and_links_the_account() {
     wd.click("a.button");
     wd.element("input[name=password]");
 }
+
+/// TOTP in Chromium: enrolment on the page (QR code, first code, recovery codes), then a
+/// sign-in that asks for the next code after the password.
+#[test]
+fn chromium_enrols_totp_and_signs_in_with_a_code() {
+    if !available() {
+        return;
+    }
+    let (s, id, secret, redirect, params) = federated_setup(None, None);
+    user(&s, "tomas", &["--name", "Tomás Example"]);
+    let wd = WebDriver::start();
+    wd.goto(&s.url(&format!("/authorize?{}", query(&params))));
+    wd.type_into("input[name=username]", "tomas");
+    wd.type_into("input[name=password]", crate::signin::PASSWORD);
+    wd.click("button[type=submit]");
+    wd.element("button[name=decision][value=allow]");
+    let claims = approve_and_redeem(&wd, &s, &id, &secret, &redirect);
+    assert_eq!(claims["amr"], json!(["pwd"]));
+
+    wd.goto(&s.url("/account/totp"));
+    wd.element(".qr svg");
+    wd.screenshot("totp-enrol.png");
+    let key = wd.text("code.secret");
+    wd.type_into("input[name=code]", &crate::mfa::code_from_key(&key));
+    wd.click("button[type=submit]");
+    assert_eq!(wd.text("h1"), "Two-step verification is on");
+    wd.screenshot("recovery-codes.png");
+
+    // The enrolment used this time step's code: the sign-in takes the next one.
+    let step = |t: u64| t / 30;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let enrolled_at = step(now());
+    let mut again = params.clone();
+    again.push(("prompt".into(), "login".into()));
+    wd.goto(&s.url(&format!("/authorize?{}", query(&again))));
+    wd.type_into("input[name=username]", "tomas");
+    wd.type_into("input[name=password]", crate::signin::PASSWORD);
+    wd.click("button[type=submit]");
+    wd.element("input[name=code][autocomplete=one-time-code][inputmode=numeric]");
+    wd.screenshot("totp.png");
+    while step(now()) <= enrolled_at {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wd.type_into("input[name=code]", &crate::mfa::code_from_key(&key));
+    wd.click("button[type=submit]");
+    let landed = wd.wait_for_url(&redirect);
+    let url = url::Url::parse(&landed).unwrap();
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", redirect.as_str()),
+        ("code_verifier", VERIFIER),
+    ];
+    let r = s.post_form("/token", &form, Some((&id, &secret)));
+    let claims = crate::refresh::payload(r.json()["id_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]));
+}

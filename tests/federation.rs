@@ -12,7 +12,8 @@ use crate::common::upstream::{Fault, Person, Upstream, CLIENT_SECRET};
 use crate::common::{Backend, Resp, Server, ServerBuilder};
 use crate::refresh::payload;
 use crate::signin::{
-    auth_params, location_params, query, redeem, user, Browser, PASSWORD, REDIRECT, VERIFIER,
+    auth_params, csrf_token_for, location_params, query, redeem, user, Browser, PASSWORD, REDIRECT,
+    VERIFIER,
 };
 
 fn server(b: Backend, upstreams: &[&Upstream], github: bool) -> Server {
@@ -123,19 +124,6 @@ fn sent_upstream(up: &Upstream, to_provider: &Resp, b: &mut Browser) -> HashMap<
     let mut sent = up.last_authorize();
     sent.insert("__callback".into(), callback);
     sent
-}
-
-/// The CSRF token this browser's cookie gives for `purpose` (what a page of ours would embed).
-fn csrf_token_for(b: &Browser, purpose: &str) -> String {
-    use base64::Engine;
-    use sha2::{Digest, Sha256};
-    let secret = &b.cookies["portcullis_csrf"];
-    let mut h = Sha256::new();
-    h.update(b"portcullis-csrf\0");
-    h.update(purpose.as_bytes());
-    h.update(b"\0");
-    h.update(secret.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
 /// The whole round trip through the provider: our callback's response and its URL.

@@ -11,6 +11,7 @@ mod federation;
 mod introspection;
 mod logging;
 mod logout;
+mod mfa;
 mod refresh;
 mod relying_party;
 mod robustness;

@@ -114,6 +114,19 @@ impl<'a> Browser<'a> {
     }
 }
 
+/// The CSRF token this browser's cookie gives for `purpose` (what a page of ours would embed).
+pub fn csrf_token_for(b: &Browser, purpose: &str) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let secret = &b.cookies["portcullis_csrf"];
+    let mut h = Sha256::new();
+    h.update(b"portcullis-csrf\0");
+    h.update(purpose.as_bytes());
+    h.update(b"\0");
+    h.update(secret.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
 /// The authorization request's parameters.
 pub fn auth_params(client_id: &str, scope: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut p: Vec<(String, String)> = vec![

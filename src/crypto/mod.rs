@@ -6,3 +6,4 @@ pub mod opaque;
 pub mod password;
 pub mod provider;
 pub mod ring;
+pub mod seal;

@@ -519,6 +519,9 @@ pub async fn login(
     .await;
     let user = match stored(outcome) {
         Ok(LoginOutcome::Success(u)) => *u,
+        Ok(LoginOutcome::SecondFactor(u)) => {
+            return super::mfa::ask_second_factor(&state, &req, &params, &client, &u).await;
+        }
         Ok(LoginOutcome::Throttled) => {
             tracing::info!(client_id = %client.client_id, "sign-in throttled for this address");
             return throttled();

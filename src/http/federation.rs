@@ -566,6 +566,16 @@ pub async fn link(
     let user = match stored(outcome) {
         Ok(LoginOutcome::Success(u)) if u.id == link.user_id => *u,
         Ok(LoginOutcome::Throttled) => return throttled(),
+        Ok(LoginOutcome::SecondFactor(_)) => {
+            // Linking would let the upstream stand in for the password and the second factor.
+            tracing::info!(provider = %link.provider, "linking refused: account has a second factor");
+            return error_page_back(
+                StatusCode::FORBIDDEN,
+                "This account cannot be linked",
+                "It uses two-step verification, so it can only be signed in to with its password and code. Keep the accounts apart or sign in with the password.",
+                &back_link(&link.request),
+            );
+        }
         Ok(_) => {
             tracing::info!(provider = %link.provider, "linking refused: wrong password");
             return link_page(

@@ -6,6 +6,7 @@ pub mod error;
 mod federation;
 mod form;
 mod logout;
+mod mfa;
 mod middleware;
 mod ops;
 mod pages;
@@ -22,6 +23,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::ring::{KeyRing, LoadedKeys};
+use crate::crypto::seal::Sealer;
 use crate::federation::Upstreams;
 use crate::metrics::Metrics;
 use crate::oauth::client::Client;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub discovery: Vec<u8>,
     /// Configured upstream identity providers.
     pub upstreams: Upstreams,
+    /// Seals TOTP seeds at rest.
+    pub sealer: Sealer,
 }
 
 impl AppState {
@@ -73,6 +77,7 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let discovery = serde_json::to_vec(&metadata(&config.issuer))?;
         let upstreams = Upstreams::from_config(&config);
+        let sealer = Sealer::load(&config.login.totp_encryption_key, &config.keys_dir)?;
         Ok(Self {
             config,
             store,
@@ -82,6 +87,7 @@ impl AppState {
             metrics: Metrics::new()?,
             discovery,
             upstreams,
+            sealer,
         })
     }
 
@@ -152,6 +158,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(post_only(paths::LOGIN, authorize::login))
         .service(post_only(paths::CONSENT, authorize::consent))
         .service(post_only("/login/link", federation::link))
+        .service(post_only("/login/totp", mfa::login_totp))
+        .service(
+            web::resource("/account/totp")
+                .route(web::get().to(mfa::enrol_start))
+                .route(web::post().to(mfa::enrol_confirm))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+        )
         .service(post_only("/login/{provider}", federation::start))
         .service(
             web::resource("/login/{provider}/callback")

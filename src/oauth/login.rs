@@ -5,7 +5,7 @@ use crate::clock::UnixTime;
 use crate::config::LoginConfig;
 use crate::crypto::password;
 use crate::oauth::user::{normalize_username, User};
-use crate::store::{StoreResult, UserStore};
+use crate::store::{MfaStore, StoreResult, UserStore};
 
 /// A browser session ends after this long without use.
 pub const SESSION_IDLE_SECS: i64 = 2 * 3600;
@@ -18,6 +18,8 @@ pub const SESSION_ABSOLUTE_SECS: i64 = 12 * 3600;
 pub enum LoginOutcome {
     /// The password is right and the account may sign in.
     Success(Box<User>),
+    /// The password is right; the account's second factor comes next.
+    SecondFactor(Box<User>),
     /// Wrong password, unknown or locked account: one answer for all of them.
     Failed,
     /// Too many failures from this address: no password was checked.
@@ -25,7 +27,7 @@ pub enum LoginOutcome {
 }
 
 /// Check `password` for `username` from client address `ip`.
-pub fn check_password<S: UserStore + ?Sized>(
+pub fn check_password<S: UserStore + MfaStore + ?Sized>(
     store: &S,
     policy: &LoginConfig,
     ip: &str,
@@ -54,11 +56,22 @@ pub fn check_password<S: UserStore + ?Sized>(
     // The hash is verified whatever happens, so timing tells nothing about the account.
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let ok = password::verify_password(password_given, hash);
-    match user {
-        Some(u) if reserved && store.finish_login(&u.id, ok, now, max, lockout)? => {
+    let Some(u) = user.filter(|_| reserved) else {
+        return Ok(LoginOutcome::Failed);
+    };
+    if ok && store.find_totp(&u.id)?.is_some_and(|t| t.confirmed) {
+        // The password alone does not clear earlier failures: alternating right passwords
+        // with guessed codes must not escape the lockout. The second factor clears them.
+        if store.release_login(&u.id, now)? {
             store.release_ip(ip)?;
-            Ok(LoginOutcome::Success(Box::new(u)))
+            return Ok(LoginOutcome::SecondFactor(Box::new(u)));
         }
-        _ => Ok(LoginOutcome::Failed),
+        return Ok(LoginOutcome::Failed);
+    }
+    if store.finish_login(&u.id, ok, now, max, lockout)? {
+        store.release_ip(ip)?;
+        Ok(LoginOutcome::Success(Box::new(u)))
+    } else {
+        Ok(LoginOutcome::Failed)
     }
 }

@@ -14,6 +14,7 @@ pub mod pkce;
 pub mod request;
 pub mod revoke;
 pub mod scope;
+pub mod totp;
 pub mod user;
 pub mod userinfo;
 

@@ -10,10 +10,12 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 mod federation;
+mod mfa;
 
 use super::schema::{
-    authorization_codes, clients, consents, login_ip_failures, pending_links, refresh_tokens,
-    revoked_tokens, sessions, upstream_logins, user_identities, users,
+    authorization_codes, clients, consents, login_ip_failures, pending_links, pending_mfa,
+    recovery_codes, refresh_tokens, revoked_tokens, sessions, upstream_logins, user_identities,
+    user_totp, users,
 };
 use super::{
     ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, NextRefresh, RefreshRecord,
@@ -352,6 +354,8 @@ impl Maintenance for DbStore {
         n += purge!(conn, upstream_logins, state_hash, state_cutoff, batch);
         let link_cutoff = pending_links::expires_at.lt(now);
         n += purge!(conn, pending_links, link_hash, link_cutoff, batch);
+        let mfa_cutoff = pending_mfa::expires_at.lt(now);
+        n += purge!(conn, pending_mfa, id_hash, mfa_cutoff, batch);
         Ok(n)
     }
 }
@@ -456,6 +460,10 @@ impl UserStore for DbStore {
                 .execute(c)?;
             diesel::delete(pending_links::table.filter(pending_links::user_id.eq(id)))
                 .execute(c)?;
+            diesel::delete(user_totp::table.find(id)).execute(c)?;
+            diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(id)))
+                .execute(c)?;
+            diesel::delete(pending_mfa::table.filter(pending_mfa::user_id.eq(id))).execute(c)?;
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(id)))
                 .execute(c)?;
             diesel::delete(users::table.find(id)).execute(c)
@@ -546,6 +554,24 @@ impl UserStore for DbStore {
             .execute(&mut *conn)
             .map_err(db_err)?;
         Ok(false)
+    }
+
+    fn release_login(&self, id: &str, now: UnixTime) -> StoreResult<bool> {
+        diesel::update(
+            users::table
+                .find(id)
+                .filter(users::locked.eq(false))
+                .filter(
+                    users::locked_until
+                        .is_null()
+                        .or(users::locked_until.le(now)),
+                )
+                .filter(users::failed_logins.gt(0)),
+        )
+        .set(users::failed_logins.eq(users::failed_logins - 1))
+        .execute(&mut *self.conn()?)
+        .map(|n| n == 1)
+        .map_err(db_err)
     }
 
     fn reserve_ip(&self, ip: &str, now: UnixTime, window_secs: i64, max: i32) -> StoreResult<bool> {

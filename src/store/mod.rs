@@ -100,6 +100,9 @@ pub trait UserStore: Send + Sync {
         max: u32,
         lockout_secs: u32,
     ) -> StoreResult<bool>;
+    /// Undo a reserved attempt without clearing earlier failures (a right password when a
+    /// second factor is still to come); false if the account got locked meanwhile.
+    fn release_login(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
     /// Reserve one attempt from `ip` in a fixed window of `window_secs`: false once `max`
     /// attempts have failed (or are in flight) in the window.
     fn reserve_ip(&self, ip: &str, now: UnixTime, window_secs: i64, max: i32) -> StoreResult<bool>;
@@ -397,6 +400,69 @@ pub trait FederationStore: Send + Sync {
     fn delete_pending_link(&self, link_hash: &str) -> StoreResult<bool>;
 }
 
+/// A user's TOTP enrolment (`user_totp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRecord {
+    /// The seed, sealed (see `crypto::seal`).
+    pub secret_sealed: String,
+    /// Confirmed with a first code (or enrolled by the operator): asked at every sign-in.
+    pub confirmed: bool,
+    /// The last time step accepted.
+    pub last_step: Option<i64>,
+}
+
+/// A password accepted, the second factor pending (`pending_mfa`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMfa {
+    /// SHA-256 of the token in the second-factor form.
+    pub id_hash: String,
+    /// Who gave the right password.
+    pub user_id: String,
+    /// The browser they gave it in.
+    pub browser_hash: String,
+    /// Unusable from then on.
+    pub expires_at: UnixTime,
+}
+
+/// Second factors: TOTP enrolments, recovery codes, pending second-factor steps.
+pub trait MfaStore: Send + Sync {
+    /// The user's enrolment, if any.
+    fn find_totp(&self, user_id: &str) -> StoreResult<Option<TotpRecord>>;
+    /// Start an enrolment to be confirmed by a first code. False (and nothing changes) when a
+    /// confirmed one exists: a second factor is not replaced by whoever holds a session.
+    fn begin_totp(&self, user_id: &str, secret_sealed: &str, now: UnixTime) -> StoreResult<bool>;
+    /// Confirm the pending enrolment with the step of its first code, and set its recovery
+    /// codes; false if there was nothing unconfirmed to confirm.
+    fn confirm_totp(
+        &self,
+        user_id: &str,
+        step: i64,
+        recovery_hashes: &[String],
+    ) -> StoreResult<bool>;
+    /// Enrol (replacing any enrolment and recovery codes) already confirmed: the operator's
+    /// `user totp`.
+    fn enrol_totp(
+        &self,
+        user_id: &str,
+        secret_sealed: &str,
+        recovery_hashes: &[String],
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    /// Accept time step `step` once: true only if it is later than the last one accepted.
+    fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
+    /// Use a recovery code once.
+    fn use_recovery_code(&self, user_id: &str, code_hash: &str, now: UnixTime)
+        -> StoreResult<bool>;
+    /// Recovery codes not yet used.
+    fn recovery_codes_left(&self, user_id: &str) -> StoreResult<i64>;
+    /// Record a pending second-factor step.
+    fn save_pending_mfa(&self, pending: &PendingMfa) -> StoreResult<()>;
+    /// A pending second-factor step that has not expired.
+    fn find_pending_mfa(&self, id_hash: &str, now: UnixTime) -> StoreResult<Option<PendingMfa>>;
+    /// Remove it; false if it was gone.
+    fn delete_pending_mfa(&self, id_hash: &str) -> StoreResult<bool>;
+}
+
 /// What introspection and revocation read and write.
 pub trait TokenStore: RevocationStore + RefreshStore {}
 impl<T: RevocationStore + RefreshStore + ?Sized> TokenStore for T {}
@@ -412,6 +478,7 @@ pub trait Store:
     + ConsentStore
     + RefreshStore
     + FederationStore
+    + MfaStore
 {
 }
 impl<T> Store for T where
@@ -424,5 +491,6 @@ impl<T> Store for T where
         + ConsentStore
         + RefreshStore
         + FederationStore
+        + MfaStore
 {
 }

@@ -148,3 +148,30 @@ diesel::table! {
         expires_at -> BigInt,
     }
 }
+
+diesel::table! {
+    user_totp (user_id) {
+        user_id -> Text,
+        secret_sealed -> Text,
+        confirmed -> Bool,
+        last_step -> Nullable<BigInt>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    recovery_codes (user_id, code_hash) {
+        user_id -> Text,
+        code_hash -> Text,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    pending_mfa (id_hash) {
+        id_hash -> Text,
+        user_id -> Text,
+        browser_hash -> Text,
+        expires_at -> BigInt,
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE pending_mfa;
+DROP TABLE recovery_codes;
+DROP TABLE user_totp;

@@ -1,0 +1,335 @@
+//! The second factor: the TOTP page after a right password (`POST /login/totp`), and enrolment
+//! by a signed-in person (`GET|POST /account/totp`: a QR code, confirmed with a first code, then
+//! ten recovery codes shown once).
+
+#![allow(clippy::result_large_err)]
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::authorize::{
+    carried, client_ip, current_session, form_expired, page_params, posted, proceed, start_session,
+    stored, throttled, with_csrf_cookie,
+};
+use super::pages::{error_page, error_page_back, page, render, Csrf};
+use super::AppState;
+use crate::crypto::opaque;
+use crate::oauth::client::Client;
+use crate::oauth::request::Params;
+use crate::oauth::totp::{self, SecondFactorOutcome, AMR_MFA};
+use crate::oauth::user::User;
+use crate::store::PendingMfa;
+
+/// How long the second-factor page may stay open after the password.
+const PENDING_SECS: i64 = 300;
+const CODE_FAILED: &str = "That code is not right, or was already used. Try the next one.";
+
+#[derive(Template)]
+#[template(path = "totp.html")]
+struct TotpPage<'a> {
+    client_name: &'a str,
+    csrf_token: String,
+    mfa_token: &'a str,
+    carried: Vec<(&'a str, &'a str)>,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "totp_enrol.html")]
+struct EnrolPage<'a> {
+    qr_svg: &'a str,
+    secret: &'a str,
+    csrf_token: String,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+struct RecoveryPage<'a> {
+    codes: &'a [String],
+}
+
+fn totp_page(
+    csrf: &Csrf,
+    client: &Client,
+    params: &Params,
+    mfa_token: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> HttpResponse {
+    render(
+        page(status),
+        &TotpPage {
+            client_name: &client.name,
+            csrf_token: csrf.token("totp"),
+            mfa_token,
+            carried: carried(params),
+            error,
+        },
+    )
+}
+
+/// After a right password for an account with TOTP: remember that (browser-bound, 5 minutes)
+/// and ask for the code.
+pub(super) async fn ask_second_factor(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    params: &Params,
+    client: &Client,
+    user: &User,
+) -> HttpResponse {
+    let csrf = Csrf::for_request(req, &state.config);
+    let Some(browser_hash) = csrf.binding() else {
+        return form_expired();
+    };
+    let token = opaque::random_token();
+    let pending = PendingMfa {
+        id_hash: opaque::hash_secret(&token),
+        user_id: user.id.clone(),
+        browser_hash,
+        expires_at: state.clock.now() + PENDING_SECS,
+    };
+    let st = state.clone();
+    if let Err(resp) = stored(web::block(move || st.store.save_pending_mfa(&pending)).await) {
+        return resp;
+    }
+    tracing::info!(client_id = %client.client_id, user_id = %user.id, "password accepted; second factor asked");
+    totp_page(&csrf, client, params, &token, None, StatusCode::OK)
+}
+
+/// `POST /login/totp`: the code (or a recovery code) after the password.
+pub async fn login_totp(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (params, request, client) = match posted(&state, &req, payload, "totp").await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    let browser_hash = csrf.binding().unwrap_or_default();
+    let token = params.get("mfa_token").unwrap_or("").to_owned();
+    let now = state.clock.now();
+    let (st, hash) = (state.clone(), opaque::hash_secret(&token));
+    let pending = match stored(web::block(move || st.store.find_pending_mfa(&hash, now)).await) {
+        Ok(Some(p)) if p.browser_hash == browser_hash => p,
+        Ok(_) => {
+            let back = format!("/authorize?{}", query_of(&params));
+            return error_page_back(
+                StatusCode::BAD_REQUEST,
+                "This page has expired",
+                "Two-step verification must follow the password within five minutes, in the same browser. Please sign in again.",
+                &back,
+            );
+        }
+        Err(resp) => return resp,
+    };
+    let code = params.get("code").unwrap_or("").to_owned();
+    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
+    let (st, uid) = (state.clone(), pending.user_id.clone());
+    let outcome = web::block(move || {
+        totp::check_second_factor(
+            &*st.store,
+            &st.sealer,
+            &st.config.login,
+            &ip,
+            &uid,
+            &code,
+            now,
+        )
+    })
+    .await;
+    let user = match stored(outcome) {
+        Ok(SecondFactorOutcome::Success(u)) => *u,
+        Ok(SecondFactorOutcome::Throttled) => return throttled(),
+        Ok(SecondFactorOutcome::Failed) => {
+            tracing::info!(client_id = %client.client_id, user_id = %pending.user_id, "second factor failed");
+            return totp_page(
+                &csrf,
+                &client,
+                &params,
+                &token,
+                Some(CODE_FAILED),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        Err(resp) => return resp,
+    };
+    let (st, h) = (state.clone(), pending.id_hash.clone());
+    match stored(web::block(move || st.store.delete_pending_mfa(&h)).await) {
+        Ok(true) => {}
+        Ok(false) => return form_expired(),
+        Err(resp) => return resp,
+    }
+    let amr = AMR_MFA.iter().map(|s| (*s).to_owned()).collect();
+    let (hash, session, cookie) = match start_session(&state, &req, &user, amr).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in with a second factor");
+    proceed(
+        &state,
+        &req,
+        &params,
+        &request,
+        &client,
+        Some((hash, session, user)),
+        true,
+        Some(cookie),
+    )
+    .await
+}
+
+fn query_of(params: &Params) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in carried(params) {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+/// The signed-in person, or the page saying to sign in first.
+async fn signed_in(state: &web::Data<AppState>, req: &HttpRequest) -> Result<User, HttpResponse> {
+    match current_session(state, req).await? {
+        Some((_, _, user)) if user.password_hash.is_some() => Ok(user),
+        Some(_) => Err(error_page(
+            StatusCode::FORBIDDEN,
+            "Not available for this account",
+            "Accounts that sign in with Google or GitHub use that provider's own two-step verification.",
+        )),
+        None => Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in first",
+            "Sign in to an application with this account, then come back to this page.",
+        )),
+    }
+}
+
+fn qr_svg(uri: &str) -> String {
+    use qrcode::render::svg;
+    match qrcode::QrCode::new(uri.as_bytes()) {
+        Ok(code) => {
+            let svg = code
+                .render::<svg::Color>()
+                .min_dimensions(200, 200)
+                .quiet_zone(true)
+                .build();
+            // Inline in the page: without the XML declaration.
+            match svg.find("<svg") {
+                Some(i) => svg[i..].to_owned(),
+                None => String::new(),
+            }
+        }
+        Err(_) => String::new(),
+    }
+}
+
+fn enrol_page(
+    csrf: &Csrf,
+    user: &User,
+    secret: &[u8],
+    error: Option<&str>,
+    status: StatusCode,
+) -> HttpResponse {
+    let uri = totp::otpauth_uri(secret, &user.username).unwrap_or_default();
+    let b32 = totp::base32(secret);
+    let grouped: Vec<String> = b32
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    render(
+        page(status),
+        &EnrolPage {
+            qr_svg: &qr_svg(&uri),
+            secret: &grouped.join(" "),
+            csrf_token: csrf.token("totp-enrol"),
+            error,
+        },
+    )
+}
+
+fn already_on() -> HttpResponse {
+    error_page(
+        StatusCode::OK,
+        "Two-step verification is on",
+        "This account already asks for a code from your authenticator app at every sign-in.",
+    )
+}
+
+/// `GET /account/totp`: a new seed, its QR code, and the form for the first code.
+pub async fn enrol_start(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let user = match signed_in(&state, &req).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let secret = totp::new_secret();
+    let sealed = state.sealer.seal(&secret, &user.id);
+    let (st, uid, now) = (state.clone(), user.id.clone(), state.clock.now());
+    match stored(web::block(move || st.store.begin_totp(&uid, &sealed, now)).await) {
+        Ok(true) => {}
+        Ok(false) => return already_on(),
+        Err(resp) => return resp,
+    }
+    let csrf = Csrf::for_request(&req, &state.config);
+    let resp = enrol_page(&csrf, &user, &secret, None, StatusCode::OK);
+    with_csrf_cookie(resp, &csrf, &state)
+}
+
+/// `POST /account/totp`: confirm with a first code; show the recovery codes once.
+pub async fn enrol_confirm(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let params = match page_params(&req, payload).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    if !csrf.check("totp-enrol", params.get("csrf_token")) {
+        return form_expired();
+    }
+    let user = match signed_in(&state, &req).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let (st, uid) = (state.clone(), user.id.clone());
+    let record = match stored(web::block(move || st.store.find_totp(&uid)).await) {
+        Ok(Some(r)) if !r.confirmed => r,
+        Ok(Some(_)) => return already_on(),
+        Ok(None) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Start again",
+                "Open the set-up page again to get a new code to scan.",
+            )
+        }
+        Err(resp) => return resp,
+    };
+    let Ok(secret) = state.sealer.open(&record.secret_sealed, &user.id) else {
+        return super::authorize::unavailable();
+    };
+    let now = state.clock.now();
+    let Some(step) = totp::matching_step(&secret, params.get("code").unwrap_or(""), now) else {
+        return enrol_page(
+            &csrf,
+            &user,
+            &secret,
+            Some("That code is not right. Check the time on your phone and try the next one."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    let codes = totp::new_recovery_codes();
+    let hashes = totp::recovery_hashes(&codes);
+    let (st, uid) = (state.clone(), user.id.clone());
+    match stored(web::block(move || st.store.confirm_totp(&uid, step, &hashes)).await) {
+        Ok(true) => {}
+        Ok(false) => return already_on(),
+        Err(resp) => return resp,
+    }
+    tracing::info!(user_id = %user.id, "TOTP enrolled");
+    render(page(StatusCode::OK), &RecoveryPage { codes: &codes })
+}

@@ -1,0 +1,208 @@
+//! Second-factor storage: TOTP enrolments, recovery codes, pending second-factor steps.
+
+use diesel::prelude::*;
+
+use super::super::schema::{pending_mfa, recovery_codes, user_totp};
+use super::{db_err, DbStore};
+use crate::clock::UnixTime;
+use crate::store::{MfaStore, PendingMfa, StoreResult, TotpRecord};
+
+fn insert_codes(
+    c: &mut super::AnyConnection,
+    user_id: &str,
+    hashes: &[String],
+) -> QueryResult<usize> {
+    diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id))).execute(c)?;
+    // One row at a time: batch inserts are not portable across the two backends.
+    for h in hashes {
+        diesel::insert_into(recovery_codes::table)
+            .values((
+                recovery_codes::user_id.eq(user_id),
+                recovery_codes::code_hash.eq(h),
+                recovery_codes::used_at.eq(None::<i64>),
+            ))
+            .execute(c)?;
+    }
+    Ok(hashes.len())
+}
+
+impl MfaStore for DbStore {
+    fn find_totp(&self, user_id: &str) -> StoreResult<Option<TotpRecord>> {
+        user_totp::table
+            .find(user_id)
+            .select((
+                user_totp::secret_sealed,
+                user_totp::confirmed,
+                user_totp::last_step,
+            ))
+            .first::<(String, bool, Option<i64>)>(&mut *self.conn()?)
+            .optional()
+            .map(|r| {
+                r.map(|(secret_sealed, confirmed, last_step)| TotpRecord {
+                    secret_sealed,
+                    confirmed,
+                    last_step,
+                })
+            })
+            .map_err(db_err)
+    }
+
+    fn begin_totp(&self, user_id: &str, secret_sealed: &str, now: UnixTime) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            let confirmed = user_totp::table
+                .find(user_id)
+                .select(user_totp::confirmed)
+                .first::<bool>(c)
+                .optional()?;
+            if confirmed == Some(true) {
+                return Ok(false);
+            }
+            diesel::delete(user_totp::table.find(user_id)).execute(c)?;
+            diesel::insert_into(user_totp::table)
+                .values((
+                    user_totp::user_id.eq(user_id),
+                    user_totp::secret_sealed.eq(secret_sealed),
+                    user_totp::confirmed.eq(false),
+                    user_totp::last_step.eq(None::<i64>),
+                    user_totp::created_at.eq(now),
+                ))
+                .execute(c)?;
+            Ok(true)
+        })
+        .map_err(db_err)
+    }
+
+    fn confirm_totp(
+        &self,
+        user_id: &str,
+        step: i64,
+        recovery_hashes: &[String],
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            let n = diesel::update(
+                user_totp::table
+                    .find(user_id)
+                    .filter(user_totp::confirmed.eq(false)),
+            )
+            .set((
+                user_totp::confirmed.eq(true),
+                user_totp::last_step.eq(Some(step)),
+            ))
+            .execute(c)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            insert_codes(c, user_id, recovery_hashes)?;
+            Ok(true)
+        })
+        .map_err(db_err)
+    }
+
+    fn enrol_totp(
+        &self,
+        user_id: &str,
+        secret_sealed: &str,
+        recovery_hashes: &[String],
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            diesel::delete(user_totp::table.find(user_id)).execute(c)?;
+            diesel::insert_into(user_totp::table)
+                .values((
+                    user_totp::user_id.eq(user_id),
+                    user_totp::secret_sealed.eq(secret_sealed),
+                    user_totp::confirmed.eq(true),
+                    user_totp::last_step.eq(None::<i64>),
+                    user_totp::created_at.eq(now),
+                ))
+                .execute(c)?;
+            insert_codes(c, user_id, recovery_hashes)
+        })
+        .map(|_| ())
+        .map_err(db_err)
+    }
+
+    fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
+        // One conditional statement: of two requests with the same code, one wins.
+        diesel::update(
+            user_totp::table
+                .find(user_id)
+                .filter(user_totp::confirmed.eq(true))
+                .filter(
+                    user_totp::last_step
+                        .is_null()
+                        .or(user_totp::last_step.lt(step)),
+                ),
+        )
+        .set(user_totp::last_step.eq(Some(step)))
+        .execute(&mut *self.conn()?)
+        .map(|n| n == 1)
+        .map_err(db_err)
+    }
+
+    fn use_recovery_code(
+        &self,
+        user_id: &str,
+        code_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
+        diesel::update(
+            recovery_codes::table
+                .find((user_id, code_hash))
+                .filter(recovery_codes::used_at.is_null()),
+        )
+        .set(recovery_codes::used_at.eq(Some(now)))
+        .execute(&mut *self.conn()?)
+        .map(|n| n == 1)
+        .map_err(db_err)
+    }
+
+    fn recovery_codes_left(&self, user_id: &str) -> StoreResult<i64> {
+        recovery_codes::table
+            .filter(recovery_codes::user_id.eq(user_id))
+            .filter(recovery_codes::used_at.is_null())
+            .count()
+            .get_result(&mut *self.conn()?)
+            .map_err(db_err)
+    }
+
+    fn save_pending_mfa(&self, p: &PendingMfa) -> StoreResult<()> {
+        diesel::insert_into(pending_mfa::table)
+            .values((
+                pending_mfa::id_hash.eq(&p.id_hash),
+                pending_mfa::user_id.eq(&p.user_id),
+                pending_mfa::browser_hash.eq(&p.browser_hash),
+                pending_mfa::expires_at.eq(p.expires_at),
+            ))
+            .execute(&mut *self.conn()?)
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    fn find_pending_mfa(&self, id_hash: &str, now: UnixTime) -> StoreResult<Option<PendingMfa>> {
+        pending_mfa::table
+            .find(id_hash)
+            .filter(pending_mfa::expires_at.gt(now))
+            .first::<(String, String, String, i64)>(&mut *self.conn()?)
+            .optional()
+            .map(|r| {
+                r.map(|(id_hash, user_id, browser_hash, expires_at)| PendingMfa {
+                    id_hash,
+                    user_id,
+                    browser_hash,
+                    expires_at,
+                })
+            })
+            .map_err(db_err)
+    }
+
+    fn delete_pending_mfa(&self, id_hash: &str) -> StoreResult<bool> {
+        diesel::delete(pending_mfa::table.find(id_hash))
+            .execute(&mut *self.conn()?)
+            .map(|n| n > 0)
+            .map_err(db_err)
+    }
+}
