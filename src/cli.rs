@@ -101,9 +101,32 @@ enum UserCommand {
     Unlock(UserName),
     /// Delete a person with their sessions and consents.
     Delete(UserName),
+    /// Add or remove a role: `user role add NAME ROLE`.
+    Role {
+        /// `add` or `remove`.
+        #[arg(value_enum)]
+        action: RoleAction,
+        /// Username.
+        #[arg(allow_hyphen_values = true)]
+        username: String,
+        /// The role.
+        role: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Enrol TOTP (replacing any enrolment): prints the secret, the otpauth URI and ten
     /// recovery codes, shown only now.
     Totp(UserName),
+}
+
+/// What `user role` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleAction {
+    /// Grant the role.
+    Add,
+    /// Take it away.
+    Remove,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +203,9 @@ struct CreateClient {
     /// First-party client: never show the consent page.
     #[arg(long = "skip-consent")]
     skip_consent: bool,
+    /// Only people holding this role may sign in to the client.
+    #[arg(long = "require-role")]
+    require_role: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -338,6 +364,10 @@ fn print_client(c: &Client) {
     );
     println!("resources:    {}", list(&c.resources));
     println!("skip_consent: {}", c.skip_consent);
+    println!(
+        "required_role: {}",
+        c.required_role.as_deref().unwrap_or("-")
+    );
 }
 
 fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
@@ -355,6 +385,7 @@ fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
                 resources: a.resources,
                 auth_method: a.auth_method,
                 skip_consent: a.skip_consent,
+                required_role: a.require_role,
             };
             // Validate before touching the database.
             let mut client = spec.into_client(opaque::random_id(), now).map_err(usage)?;
@@ -659,6 +690,32 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             store.set_password(&user.id, &hash)?;
             println!("password set for {}", user.username);
             Ok(())
+        }
+        UserCommand::Role {
+            action,
+            username,
+            role,
+            json,
+        } => {
+            if !is_scope_token(&role) {
+                return Err(usage(format!("{role:?} is not a valid role name")));
+            }
+            let (store, _) = open_store(config)?;
+            let user = find_user(&store, &username)?;
+            let mut roles = user.roles.clone();
+            match action {
+                RoleAction::Add if !roles.contains(&role) => roles.push(role),
+                RoleAction::Add => {}
+                RoleAction::Remove => roles.retain(|r| *r != role),
+            }
+            store.set_roles(&user.id, &roles)?;
+            let user = find_user(&store, &username)?;
+            if json {
+                print_json(&user_json(&user))
+            } else {
+                print_user(&user);
+                Ok(())
+            }
         }
         UserCommand::Totp(u) => {
             let (store, _) = open_store(config)?;

@@ -15,6 +15,7 @@ mod mfa;
 mod refresh;
 mod relying_party;
 mod robustness;
+mod roles;
 mod schema;
 mod signin;
 mod token;

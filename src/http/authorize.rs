@@ -94,6 +94,7 @@ fn describe_scope(scope: &str, client_name: &str) -> String {
         "email" => "See your email address".into(),
         "address" => "See your postal address".into(),
         "phone" => "See your phone number".into(),
+        "roles" => "See your roles".into(),
         "offline_access" => {
             format!("Stay connected: {client_name} keeps access while you are away")
         }
@@ -342,6 +343,18 @@ async fn next_step(
     just_now: bool,
 ) -> HttpResponse {
     let now = state.clock.now();
+    if let Some((_, _, user)) = &session {
+        if !client.admits(&user.roles) {
+            tracing::info!(client_id = %client.client_id, user_id = %user.id, "user lacks the client's required role");
+            return authorize_error(
+                state,
+                request.error(
+                    ErrorCode::AccessDenied,
+                    "the user may not use this application",
+                ),
+            );
+        }
+    }
     let mismatch = match hint_mismatch(state, request, session.as_ref().map(|(_, _, u)| u)) {
         Ok(m) => m,
         Err(resp) => return resp,
@@ -629,6 +642,15 @@ pub async fn consent(
         // Signed out meanwhile: start over at the login page.
         return proceed(&state, &req, &params, &request, &client, None, false, None).await;
     };
+    if !client.admits(&user.roles) {
+        return authorize_error(
+            &state,
+            request.error(
+                ErrorCode::AccessDenied,
+                "the user may not use this application",
+            ),
+        );
+    }
     match params.get("decision") {
         Some("allow") => {}
         Some("deny") => {

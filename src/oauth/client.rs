@@ -89,12 +89,21 @@ pub struct Client {
     pub skip_consent: bool,
     /// Registration time.
     pub created_at: UnixTime,
+    /// Only people holding this role may sign in to it.
+    pub required_role: Option<String>,
 }
 
 impl Client {
     /// A public client has no secret.
     pub fn is_public(&self) -> bool {
         self.auth_method == AuthMethod::None
+    }
+
+    /// Whether `roles` let a person use this client.
+    pub fn admits(&self, roles: &[String]) -> bool {
+        self.required_role
+            .as_ref()
+            .is_none_or(|r| roles.iter().any(|have| have == r))
     }
 
     /// Whether it is registered for `grant`.
@@ -116,6 +125,7 @@ impl Client {
             scopes: vec![],
             resources: vec![],
             skip_consent: false,
+            required_role: None,
             created_at: 0,
         }
     }
@@ -144,6 +154,8 @@ pub struct ClientSpec {
     pub auth_method: Option<AuthMethod>,
     /// `--skip-consent`.
     pub skip_consent: bool,
+    /// `--require-role`.
+    pub required_role: Option<String>,
 }
 
 /// A client id must be 1 to 128 URL-unreserved characters (RFC 3986 2.3), so that it is safe in
@@ -223,6 +235,11 @@ impl ClientSpec {
                 return Err(format!("--scope {s:?} is not a valid scope token"));
             }
         }
+        if let Some(r) = &self.required_role {
+            if !is_scope_token(r) {
+                return Err(format!("--require-role {r:?} is not a valid role name"));
+            }
+        }
         for r in &self.resources {
             match url::Url::parse(r) {
                 Ok(u) if u.fragment().is_none() => {}
@@ -245,6 +262,7 @@ impl ClientSpec {
             resources: dedup(self.resources),
             skip_consent: self.skip_consent,
             created_at: now,
+            required_role: self.required_role,
         })
     }
 }

@@ -52,7 +52,7 @@ pub fn metadata(issuer: &str) -> Value {
         "scopes_supported": OIDC_SCOPES,
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp",
             "at_hash", "amr", "acr", "name", "preferred_username", "email",
-            "phone_number", "address"],
+            "phone_number", "address", "roles"],
         "prompt_values_supported": ["none", "login", "consent"],
         "authorization_response_iss_parameter_supported": true,
         "request_parameter_supported": false,

@@ -80,8 +80,8 @@ pub struct SignIn<'a> {
     pub auth_time: UnixTime,
     /// How (`pwd`, `otp`, `mfa`, `fed`).
     pub amr: &'a [String],
-    /// Their roles.
-    pub roles: &'a [String],
+    /// Their roles, when the `roles` scope was granted.
+    pub roles: Option<&'a [String]>,
 }
 
 /// The `acr` for a set of `amr` values.
@@ -120,6 +120,9 @@ pub struct IdTokenClaims {
     pub amr: Vec<String>,
     /// Authentication context class.
     pub acr: String,
+    /// The person's roles, with the `roles` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 /// OIDC Core 3.1.3.6 `at_hash` for SHA-256-based algorithms.
@@ -202,9 +205,7 @@ impl Issuer<'_> {
             auth_time: person.map(|p| p.auth_time),
             acr: person.map(|p| acr_for(p.amr).to_owned()),
             amr: person.map(|p| p.amr.to_vec()),
-            roles: person
-                .filter(|p| !p.roles.is_empty())
-                .map(|p| p.roles.to_vec()),
+            roles: person.and_then(|p| p.roles).map(<[String]>::to_vec),
         };
         let token = jwt::sign(self.keys, alg, ACCESS_TOKEN_TYP, &claims)
             .map_err(|e| OAuthError::server_error(e.to_string()))?;
@@ -242,6 +243,7 @@ impl Issuer<'_> {
             at_hash: Some(at_hash(access_token)),
             amr: person.amr.to_vec(),
             acr: acr_for(person.amr).to_owned(),
+            roles: person.roles.map(<[String]>::to_vec),
         };
         jwt::sign(self.keys, SigningAlg::RS256, "JWT", &claims)
             .map_err(|e| OAuthError::server_error(e.to_string()))

@@ -208,6 +208,7 @@ type ClientRow = (
     String,
     bool,
     i64,
+    Option<String>,
 );
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -232,6 +233,7 @@ fn row_to_client(r: ClientRow) -> StoreResult<Client> {
         resources: from_json("resources", &r.8)?,
         skip_consent: r.9,
         created_at: r.10,
+        required_role: r.11,
     })
 }
 
@@ -260,6 +262,7 @@ impl ClientStore for DbStore {
                 t::resources.eq(to_json(&c.resources)),
                 t::skip_consent.eq(c.skip_consent),
                 t::created_at.eq(c.created_at),
+                t::required_role.eq(&c.required_role),
             ))
             .execute(&mut *self.conn()?)
             .map_err(db_err)?;
@@ -475,6 +478,14 @@ impl UserStore for DbStore {
     fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool> {
         diesel::update(users::table.find(id))
             .set(users::password_hash.eq(Some(hash)))
+            .execute(&mut *self.conn()?)
+            .map(|n| n > 0)
+            .map_err(db_err)
+    }
+
+    fn set_roles(&self, id: &str, roles: &[String]) -> StoreResult<bool> {
+        diesel::update(users::table.find(id))
+            .set(users::roles.eq(to_json(&roles)))
             .execute(&mut *self.conn()?)
             .map(|n| n > 0)
             .map_err(db_err)

@@ -83,6 +83,8 @@ pub trait UserStore: Send + Sync {
     fn delete_user(&self, id: &str) -> StoreResult<bool>;
     /// Replace the password hash; whether the user exists.
     fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool>;
+    /// Replace the user's roles. Whether the user exists.
+    fn set_roles(&self, id: &str, roles: &[String]) -> StoreResult<bool>;
     /// Lock or unlock; unlocking also ends a lockout. Whether the user exists.
     fn set_locked(&self, id: &str, locked: bool) -> StoreResult<bool>;
     /// Reserve one sign-in attempt for the account before its password is checked: counts it

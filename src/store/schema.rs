@@ -13,6 +13,7 @@ diesel::table! {
         resources -> Text,
         skip_consent -> Bool,
         created_at -> BigInt,
+        required_role -> Nullable<Text>,
     }
 }
 

@@ -93,6 +93,7 @@ mod tests {
             scopes: vec!["api:read".into(), "api:write".into()],
             resources: vec!["https://api.example.com".into()],
             skip_consent: false,
+            required_role: None,
             created_at: 0,
         }
     }

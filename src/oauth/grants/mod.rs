@@ -37,7 +37,11 @@ pub fn person_tokens(
     let person = SignIn {
         auth_time: grant.auth_time,
         amr: grant.amr,
-        roles: &grant.user.roles,
+        // The `roles` claim is released with the `roles` scope only.
+        roles: grant
+            .scope
+            .contains("roles")
+            .then_some(grant.user.roles.as_slice()),
     };
     let issued = issuer.access_token(
         &grant.user.id,

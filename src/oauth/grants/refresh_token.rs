@@ -69,6 +69,11 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
             (record, user, scope)
         }
     };
+    if !client.admits(&user.roles) {
+        // The person lost the role the client requires: the family ends here.
+        store.revoke_family(&record.family_id, issuer.now)?;
+        return Err(invalid("the user may no longer use this client"));
+    }
     let grant = PersonGrant {
         client_id: &client.client_id,
         user: &user,
