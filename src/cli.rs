@@ -206,6 +206,10 @@ struct CreateClient {
     /// Only people holding this role may sign in to the client.
     #[arg(long = "require-role")]
     require_role: Option<String>,
+    /// A browser origin allowed to call the token and other API endpoints (CORS), besides
+    /// those of the redirect URIs (repeatable).
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -364,6 +368,7 @@ fn print_client(c: &Client) {
     );
     println!("resources:    {}", list(&c.resources));
     println!("skip_consent: {}", c.skip_consent);
+    println!("allowed_origins: {}", list(&c.allowed_origins));
     println!(
         "required_role: {}",
         c.required_role.as_deref().unwrap_or("-")
@@ -386,6 +391,7 @@ fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
                 auth_method: a.auth_method,
                 skip_consent: a.skip_consent,
                 required_role: a.require_role,
+                allowed_origins: a.allowed_origins,
             };
             // Validate before touching the database.
             let mut client = spec.into_client(opaque::random_id(), now).map_err(usage)?;

@@ -6,6 +6,7 @@ mod common;
 mod browser;
 mod cli;
 mod config;
+mod cors;
 mod discovery;
 mod federation;
 mod introspection;

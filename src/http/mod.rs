@@ -1,6 +1,7 @@
 //! The HTTP layer: actix-web handlers that translate HTTP to protocol calls and back.
 
 mod authorize;
+pub mod cors;
 mod discovery;
 pub mod error;
 mod federation;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub upstreams: Upstreams,
     /// Seals TOTP seeds at rest.
     pub sealer: Sealer,
+    /// Origins allowed by CORS (refreshed every 5 s).
+    pub cors_origins: cors::CorsOrigins,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
             discovery,
             upstreams,
             sealer,
+            cors_origins: cors::CorsOrigins::default(),
         })
     }
 
@@ -131,23 +135,27 @@ where
         .default_service(web::to(|| method_not_allowed(&[Method::POST])))
 }
 
-/// Register every route on `cfg`.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(post_only(paths::TOKEN, token::token))
-        .service(post_only(paths::INTROSPECT, tokens_admin::introspect))
-        .service(post_only(paths::REVOKE, tokens_admin::revoke))
+/// Register every route on `cfg`; the API endpoints browser apps call get CORS for `origins`.
+pub fn routes(cfg: &mut web::ServiceConfig, origins: &cors::CorsOrigins) {
+    let post = || origins.middleware(&[Method::POST]);
+    let get = || origins.middleware(&[Method::GET]);
+    cfg.service(post_only(paths::TOKEN, token::token).wrap(post()))
+        .service(post_only(paths::INTROSPECT, tokens_admin::introspect).wrap(post()))
+        .service(post_only(paths::REVOKE, tokens_admin::revoke).wrap(post()))
         .service(
             web::resource([
                 "/.well-known/openid-configuration",
                 "/.well-known/oauth-authorization-server",
             ])
             .route(web::get().to(discovery::metadata))
-            .default_service(web::to(|| method_not_allowed(&[Method::GET]))),
+            .default_service(web::to(|| method_not_allowed(&[Method::GET])))
+            .wrap(get()),
         )
         .service(
             web::resource(paths::JWKS)
                 .route(web::get().to(discovery::jwks))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET]))),
+                .default_service(web::to(|| method_not_allowed(&[Method::GET])))
+                .wrap(get()),
         )
         .service(
             web::resource(paths::AUTHORIZE)
@@ -182,7 +190,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource(paths::USERINFO)
                 .route(web::get().to(authorize::userinfo))
                 .route(web::post().to(authorize::userinfo))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST])))
+                .wrap(origins.middleware(&[Method::GET, Method::POST])),
         )
         .route("/static/portcullis.css", web::get().to(pages::stylesheet))
         .route("/healthz", web::get().to(ops::healthz))
@@ -234,15 +243,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let keys = web::block(move || KeyRing::open(&dir, ttl, now)).await??;
     let bind = config.bind.clone();
     let state = web::Data::new(AppState::new(config, Arc::new(store), keys, clock)?);
+    let st = state.clone();
+    if let Err(error) = web::block(move || st.cors_origins.refresh(&*st.store)).await? {
+        tracing::warn!(%error, "could not read the clients' CORS origins yet");
+    }
     spawn_housekeeping(state.clone().into_inner());
 
     let app_state = state.clone();
     let server = HttpServer::new(move || {
+        let origins = app_state.cors_origins.clone();
         App::new()
             .app_data(app_state.clone())
             .wrap(security_headers())
             .wrap(actix_web::middleware::from_fn(middleware::observe))
-            .configure(routes)
+            .configure(|cfg| routes(cfg, &origins))
             .default_service(web::to(not_found))
     })
     .bind(&bind)?;
@@ -264,6 +278,9 @@ fn spawn_housekeeping(state: Arc<AppState>) {
                 let now = state.clock.now();
                 if let Err(error) = state.keys.refresh(now) {
                     tracing::warn!(%error, "could not reload keys; keeping the loaded ones");
+                }
+                if let Err(error) = state.cors_origins.refresh(&*state.store) {
+                    tracing::warn!(%error, "could not reload CORS origins; keeping the loaded ones");
                 }
                 since_purge += KEY_REFRESH;
                 if since_purge >= PURGE_EVERY {

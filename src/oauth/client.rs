@@ -91,12 +91,25 @@ pub struct Client {
     pub created_at: UnixTime,
     /// Only people holding this role may sign in to it.
     pub required_role: Option<String>,
+    /// Browser origins allowed besides those of the redirect URIs.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Client {
     /// A public client has no secret.
     pub fn is_public(&self) -> bool {
         self.auth_method == AuthMethod::None
+    }
+
+    /// The browser origins this client's apps run on: those of its http(s) redirect URIs and
+    /// the ones registered with `--allowed-origin`.
+    pub fn cors_origins(&self) -> impl Iterator<Item = String> + '_ {
+        self.redirect_uris
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .map(|u| u.origin().ascii_serialization())
+            .chain(self.allowed_origins.iter().cloned())
     }
 
     /// Whether `roles` let a person use this client.
@@ -126,6 +139,7 @@ impl Client {
             resources: vec![],
             skip_consent: false,
             required_role: None,
+            allowed_origins: Vec::new(),
             created_at: 0,
         }
     }
@@ -156,6 +170,24 @@ pub struct ClientSpec {
     pub skip_consent: bool,
     /// `--require-role`.
     pub required_role: Option<String>,
+    /// `--allowed-origin`.
+    pub allowed_origins: Vec<String>,
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, http(s), nothing more.
+fn check_origin(o: &str) -> Result<(), String> {
+    let ok = url::Url::parse(o).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.origin().ascii_serialization() == o
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--allowed-origin {o:?} must be an origin such as https://app.example.com"
+        ))
+    }
 }
 
 /// A client id must be 1 to 128 URL-unreserved characters (RFC 3986 2.3), so that it is safe in
@@ -240,6 +272,9 @@ impl ClientSpec {
                 return Err(format!("--require-role {r:?} is not a valid role name"));
             }
         }
+        for o in &self.allowed_origins {
+            check_origin(o)?;
+        }
         for r in &self.resources {
             match url::Url::parse(r) {
                 Ok(u) if u.fragment().is_none() => {}
@@ -263,6 +298,7 @@ impl ClientSpec {
             skip_consent: self.skip_consent,
             created_at: now,
             required_role: self.required_role,
+            allowed_origins: dedup(self.allowed_origins),
         })
     }
 }

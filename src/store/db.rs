@@ -209,6 +209,7 @@ type ClientRow = (
     bool,
     i64,
     Option<String>,
+    String,
 );
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -234,6 +235,7 @@ fn row_to_client(r: ClientRow) -> StoreResult<Client> {
         skip_consent: r.9,
         created_at: r.10,
         required_role: r.11,
+        allowed_origins: from_json("allowed_origins", &r.12)?,
     })
 }
 
@@ -263,6 +265,7 @@ impl ClientStore for DbStore {
                 t::skip_consent.eq(c.skip_consent),
                 t::created_at.eq(c.created_at),
                 t::required_role.eq(&c.required_role),
+                t::allowed_origins.eq(to_json(&c.allowed_origins)),
             ))
             .execute(&mut *self.conn()?)
             .map_err(db_err)?;

@@ -14,6 +14,7 @@ diesel::table! {
         skip_consent -> Bool,
         created_at -> BigInt,
         required_role -> Nullable<Text>,
+        allowed_origins -> Text,
     }
 }
 

@@ -94,6 +94,7 @@ mod tests {
             resources: vec!["https://api.example.com".into()],
             skip_consent: false,
             required_role: None,
+            allowed_origins: Vec::new(),
             created_at: 0,
         }
     }

@@ -1,0 +1,2 @@
+ALTER TABLE clients DROP COLUMN allowed_origins;
+ALTER TABLE clients DROP COLUMN required_role;
