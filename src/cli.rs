@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
+use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::keys::{self, KeySet, SigningAlg};
@@ -20,7 +21,7 @@ use crate::oauth::scope::is_scope_token;
 use crate::oauth::totp;
 use crate::oauth::user::{check_password_policy, lookup_username, normalize_username, User};
 use crate::store::db::DbStore;
-use crate::store::{ClientStore, MfaStore, StoreError, UserStore};
+use crate::store::{AuditStore, ClientStore, MfaStore, StoreError, UserStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,31 @@ enum Command {
     /// Manage people who sign in.
     #[command(subcommand)]
     User(UserCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Security events, oldest first (the newest `--limit`).
+    List {
+        /// Only events about this person (username or user id).
+        #[arg(long, allow_hyphen_values = true)]
+        user: Option<String>,
+        /// Only events about this client.
+        #[arg(long, allow_hyphen_values = true)]
+        client: Option<String>,
+        /// Only events at or after this time: Unix seconds or RFC 3339.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (default 1000).
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +330,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Client(cmd) => client(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
         Command::User(cmd) => user_cmd(&config, cmd),
+        Command::Audit(cmd) => audit_cmd(&config, cmd),
     }
 }
 
@@ -318,6 +345,26 @@ fn serve(config: Config) -> Result<(), Failure> {
     actix_web::rt::System::new()
         .block_on(crate::http::serve(config))
         .map_err(|e| fail(format!("{e:#}")))
+}
+
+/// Record an operator's change in the audit log: address `cli`, the operating-system user as
+/// the agent.
+fn audit(
+    store: &DbStore,
+    event: &str,
+    user_id: Option<&str>,
+    client_id: Option<&str>,
+    detail: Option<String>,
+) -> Result<(), Failure> {
+    let mut e = AuditEvent::new(event, SystemClock.now());
+    e.user_id = user_id.map(str::to_owned);
+    e.client_id = client_id.map(str::to_owned);
+    e.detail = detail;
+    e.ip = Some("cli".into());
+    let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    e.user_agent = Some(format!("portcullis-cli (os user {operator})"));
+    crate::audit::record_now(store, e)?;
+    Ok(())
 }
 
 /// Open the database and apply pending migrations (every command may be the first one run).
@@ -404,6 +451,13 @@ fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
                 }
                 other => other?,
             }
+            audit(
+                &store,
+                "client.created",
+                None,
+                Some(&client.client_id),
+                None,
+            )?;
             if a.json {
                 let mut v = client_json(&client);
                 if let Some(obj) = v.as_object_mut() {
@@ -448,6 +502,7 @@ fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
             if !store.delete_client(&c.id)? {
                 return Err(fail(format!("no client {}", c.id)));
             }
+            audit(&store, "client.deleted", None, Some(&c.id), None)?;
             if c.json {
                 print_json(&json!({"client_id": c.id, "deleted": true}))
             } else {
@@ -467,6 +522,7 @@ fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
             if !store.set_client_secret(&c.id, &opaque::hash_secret(&secret))? {
                 return Err(fail(format!("no client {}", c.id)));
             }
+            audit(&store, "client.secret_rotated", None, Some(&c.id), None)?;
             if c.json {
                 print_json(&json!({"client_id": c.id, "client_secret": secret}))
             } else {
@@ -475,6 +531,82 @@ fn client(config: &Config, cmd: ClientCommand) -> Result<(), Failure> {
                 Ok(())
             }
         }
+    }
+}
+
+fn audit_cmd(config: &Config, cmd: AuditCommand) -> Result<(), Failure> {
+    let AuditCommand::List {
+        user,
+        client,
+        since,
+        limit,
+        json,
+    } = cmd;
+    let since = match since {
+        None => None,
+        Some(t) => Some(match t.parse::<i64>() {
+            Ok(secs) => secs,
+            Err(_) => chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|d| d.timestamp())
+                .map_err(|_| usage(format!("--since {t:?} is not Unix seconds or RFC 3339")))?,
+        }),
+    };
+    if !(1..=100_000).contains(&limit) {
+        return Err(usage("--limit must be between 1 and 100000"));
+    }
+    let (store, _) = open_store(config)?;
+    // A username if there is one by that name, else taken as a user id (deleted users too).
+    let user_id = match user {
+        Some(u) => Some(
+            match lookup_username(&u)
+                .ok()
+                .map(|name| store.find_user_by_username(&name))
+                .transpose()?
+                .flatten()
+            {
+                Some(found) => found.id,
+                None => u,
+            },
+        ),
+        None => None,
+    };
+    let events = store.list_audit(&AuditFilter {
+        user_id,
+        client_id: client,
+        since,
+        limit,
+    })?;
+    if json {
+        return print_json(&serde_json::to_value(&events)?);
+    }
+    for e in events {
+        let at = chrono::DateTime::from_timestamp(e.at, 0)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let mut line = format!("{at}  {}", e.event);
+        for (k, v) in [
+            ("user", &e.user_id),
+            ("client", &e.client_id),
+            ("ip", &e.ip),
+            ("request", &e.request_id),
+        ] {
+            if let Some(v) = v {
+                line.push_str(&format!("  {k}={v}"));
+            }
+        }
+        if let Some(d) = &e.detail {
+            line.push_str(&format!("  ({d})"));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Key changes are files first: their audit row is written when the database answers, and
+/// the change stands either way.
+fn key_audit(config: &Config, event: &str, detail: String) {
+    if let Ok((store, _)) = open_store(config) {
+        let _ = audit(&store, event, None, None, Some(detail));
     }
 }
 
@@ -506,6 +638,7 @@ fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
         }
         KeysCommand::Generate { alg, json } => {
             let kid = keys::generate(dir, alg, now)?;
+            key_audit(config, "key.generated", format!("kid={kid} alg={alg}"));
             if json {
                 print_json(&json!({"kid": kid, "alg": alg}))
             } else {
@@ -515,6 +648,7 @@ fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
         }
         KeysCommand::Retire { kid, json } => {
             keys::retire(dir, &kid, now)?;
+            key_audit(config, "key.retired", format!("kid={kid}"));
             let set = KeySet::load(dir, ttl)?;
             let info = set
                 .list(now)
@@ -654,6 +788,7 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 }
                 other => other?,
             }
+            audit(&store, "user.created", Some(&user.id), None, None)?;
             if json {
                 print_json(&user_json(&user))
             } else {
@@ -694,6 +829,7 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             let (store, _) = open_store(config)?;
             let user = find_user(&store, &username)?;
             store.set_password(&user.id, &hash)?;
+            audit(&store, "user.password_set", Some(&user.id), None, None)?;
             println!("password set for {}", user.username);
             Ok(())
         }
@@ -715,6 +851,13 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 RoleAction::Remove => roles.retain(|r| *r != role),
             }
             store.set_roles(&user.id, &roles)?;
+            audit(
+                &store,
+                "user.roles_changed",
+                Some(&user.id),
+                None,
+                Some(format!("roles={}", roles.join(" "))),
+            )?;
             let user = find_user(&store, &username)?;
             if json {
                 print_json(&user_json(&user))
@@ -744,6 +887,13 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 &totp::recovery_hashes(&codes),
                 now,
             )?;
+            audit(
+                &store,
+                "mfa.enrolled",
+                Some(&user.id),
+                None,
+                Some("by operator".into()),
+            )?;
             let b32 = totp::base32(&secret);
             if u.json {
                 print_json(&json!({
@@ -765,6 +915,13 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             let (store, _) = open_store(config)?;
             let user = find_user(&store, &u.username)?;
             store.delete_user(&user.id)?;
+            audit(
+                &store,
+                "user.deleted",
+                Some(&user.id),
+                None,
+                Some(format!("username={}", user.username)),
+            )?;
             if u.json {
                 print_json(&json!({"username": user.username, "deleted": true}))
             } else {
@@ -779,6 +936,12 @@ fn lock_user(config: &Config, u: &UserName, locked: bool) -> Result<(), Failure>
     let (store, _) = open_store(config)?;
     let user = find_user(&store, &u.username)?;
     store.set_locked(&user.id, locked)?;
+    let event = if locked {
+        "user.locked"
+    } else {
+        "user.unlocked"
+    };
+    audit(&store, event, Some(&user.id), None, None)?;
     let user = find_user(&store, &u.username)?;
     if u.json {
         print_json(&user_json(&user))

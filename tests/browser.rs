@@ -71,6 +71,8 @@ impl WebDriver {
         };
         let v = wd.call("POST", "/session", Some(caps));
         wd.session = v["sessionId"].as_str().expect("session id").to_owned();
+        // Finding an element waits for it (pages arrive after redirects through other sites).
+        wd.call("POST", "/timeouts", Some(json!({"implicit": 10_000})));
         wd
     }
 
@@ -128,6 +130,44 @@ impl WebDriver {
             .as_str()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// Wait until the element `css` says `expected` (the page may still be navigating: an
+    /// element of the old page goes stale).
+    fn wait_text(&self, css: &str, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("{}/session/{}/element", self.base, self.session);
+        loop {
+            let found = agent()
+                .post(&url)
+                .send_json(json!({"using": "css selector", "value": css}))
+                .ok()
+                .and_then(|r| r.into_json::<Value>().ok())
+                .and_then(|v| {
+                    let id = v["value"]
+                        .as_object()?
+                        .values()
+                        .next()?
+                        .as_str()?
+                        .to_owned();
+                    let t = agent()
+                        .get(&format!("{url}/{id}/text"))
+                        .call()
+                        .ok()?
+                        .into_json::<Value>()
+                        .ok()?;
+                    t["value"].as_str().map(str::to_owned)
+                });
+            if found.as_deref() == Some(expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never said {expected:?} (last: {found:?}) at {}",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn type_into(&self, css: &str, text: &str) {
@@ -379,7 +419,7 @@ fn chromium_signs_in_with_github_and_links_the_account() {
     wd.element("button.upstream-github");
     wd.screenshot("login-upstreams.png");
     wd.click("button.upstream-github");
-    assert_eq!(wd.text("h1"), "Link your GitHub account");
+    wd.wait_text("h1", "Link your GitHub account");
     wd.screenshot("link.png");
     wd.type_into("input[name=password]", crate::signin::PASSWORD);
     wd.click("button[name=decision][value=link]");
@@ -394,7 +434,7 @@ fn chromium_signs_in_with_github_and_links_the_account() {
     again.push(("prompt".into(), "login".into()));
     wd.goto(&s.url(&format!("/authorize?{}", query(&again))));
     wd.click("button.upstream-github");
-    assert_eq!(wd.text("h1"), "Sign-in with GitHub was cancelled");
+    wd.wait_text("h1", "Sign-in with GitHub was cancelled");
     wd.screenshot("upstream-cancelled.png");
     wd.click("a.button");
     wd.element("input[name=password]");
@@ -424,7 +464,7 @@ fn chromium_enrols_totp_and_signs_in_with_a_code() {
     let key = wd.text("code.secret");
     wd.type_into("input[name=code]", &crate::mfa::code_from_key(&key));
     wd.click("button[type=submit]");
-    assert_eq!(wd.text("h1"), "Two-step verification is on");
+    wd.wait_text("h1", "Two-step verification is on");
     wd.screenshot("recovery-codes.png");
 
     // The enrolment used this time step's code: the sign-in takes the next one.

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod audit;
 mod browser;
 mod cli;
 mod config;

@@ -297,7 +297,10 @@ pub(super) async fn proceed(
     new_cookie: Option<String>,
 ) -> HttpResponse {
     let csrf = Csrf::for_request(req, &state.config);
-    let mut resp = next_step(state, &csrf, params, request, client, session, just_now).await;
+    let mut resp = next_step(
+        state, req, &csrf, params, request, client, session, just_now,
+    )
+    .await;
     resp = with_csrf_cookie(resp, &csrf, state);
     if let Some(value) = new_cookie {
         let c = pages::cookie(&state.config, "session", value, SESSION_ABSOLUTE_SECS);
@@ -333,8 +336,10 @@ fn hint_mismatch(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn next_step(
     state: &web::Data<AppState>,
+    req: &HttpRequest,
     csrf: &Csrf,
     params: &Params,
     request: &AuthorizationRequest,
@@ -346,6 +351,13 @@ async fn next_step(
     if let Some((_, _, user)) = &session {
         if !client.admits(&user.roles) {
             tracing::info!(client_id = %client.client_id, user_id = %user.id, "user lacks the client's required role");
+            state.record(
+                state
+                    .audit(req, "authorize.refused")
+                    .user(&user.id)
+                    .client(&client.client_id)
+                    .detail("required role missing"),
+            );
             return authorize_error(
                 state,
                 request.error(
@@ -411,7 +423,7 @@ async fn next_step(
             render(page(StatusCode::OK), &page_data)
         }
         Ok(Next::IssueCode) => match &session {
-            Some((hash, s, user)) => issue_code(state, request, hash, s, user).await,
+            Some((hash, s, user)) => issue_code(state, req, request, hash, s, user).await,
             None => unavailable(),
         },
     }
@@ -419,6 +431,7 @@ async fn next_step(
 
 async fn issue_code(
     state: &web::Data<AppState>,
+    req: &HttpRequest,
     request: &AuthorizationRequest,
     session_hash: &str,
     session: &Session,
@@ -447,6 +460,12 @@ async fn issue_code(
     if let Err(resp) = stored(web::block(move || st.store.save_code(&record)).await) {
         return resp;
     }
+    state.record(
+        state
+            .audit(req, "code.issued")
+            .user(&user.id)
+            .client(&request.client_id),
+    );
     let mut pairs = vec![("code", code.as_str())];
     if let Some(s) = &request.state {
         pairs.push(("state", s));
@@ -533,14 +552,30 @@ pub async fn login(
     let user = match stored(outcome) {
         Ok(LoginOutcome::Success(u)) => *u,
         Ok(LoginOutcome::SecondFactor(u)) => {
+            state.record(
+                state
+                    .audit(&req, "login.password_ok")
+                    .user(&u.id)
+                    .client(&client.client_id)
+                    .detail("second factor required"),
+            );
             return super::mfa::ask_second_factor(&state, &req, &params, &client, &u).await;
         }
         Ok(LoginOutcome::Throttled) => {
             tracing::info!(client_id = %client.client_id, "sign-in throttled for this address");
+            state.record(
+                state
+                    .audit(&req, "login.throttled")
+                    .client(&client.client_id),
+            );
             return throttled();
         }
-        Ok(LoginOutcome::Failed) => {
+        Ok(LoginOutcome::Failed {
+            user_id,
+            locked_now,
+        }) => {
             tracing::info!(client_id = %client.client_id, "sign-in failed");
+            record_failure(&state, &req, "login.failure", user_id, &client, locked_now);
             let csrf = Csrf::for_request(&req, &state.config);
             let username = params.get("username").unwrap_or("");
             return login_page(
@@ -561,6 +596,13 @@ pub async fn login(
             Err(resp) => return resp,
         };
     tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in");
+    state.record(
+        state
+            .audit(&req, "login.success")
+            .user(&user.id)
+            .client(&client.client_id)
+            .detail("amr=pwd"),
+    );
     proceed(
         &state,
         &req,
@@ -572,6 +614,31 @@ pub async fn login(
         Some(cookie_value),
     )
     .await
+}
+
+/// Audit a failed sign-in step, and the lockout it may have started.
+pub(super) fn record_failure(
+    state: &AppState,
+    req: &HttpRequest,
+    event: &str,
+    user_id: Option<String>,
+    client: &Client,
+    locked_now: bool,
+) {
+    let mut e = state.audit(req, event).client(&client.client_id);
+    if let Some(u) = &user_id {
+        e = e.user(u);
+    }
+    state.record(e);
+    if let (true, Some(u)) = (locked_now, user_id) {
+        state.record(
+            state
+                .audit(req, "account.locked")
+                .user(u)
+                .client(&client.client_id)
+                .detail("too many failed attempts"),
+        );
+    }
 }
 
 /// The page for a sign-in refused by the per-IP limit.
@@ -655,6 +722,12 @@ pub async fn consent(
         Some("allow") => {}
         Some("deny") => {
             tracing::info!(client_id = %client.client_id, "consent denied");
+            state.record(
+                state
+                    .audit(&req, "consent.denied")
+                    .user(&user.id)
+                    .client(&client.client_id),
+            );
             return redirect_error(
                 &state,
                 &request.redirect_uri,
@@ -705,7 +778,14 @@ pub async fn consent(
         return resp;
     }
     tracing::info!(client_id = %client.client_id, user_id = %user.id, "consent granted");
-    issue_code(&state, &request, &hash, &session, &user).await
+    state.record(
+        state
+            .audit(&req, "consent.granted")
+            .user(&user.id)
+            .client(&client.client_id)
+            .detail(format!("scope={}", request.scope)),
+    );
+    issue_code(&state, &req, &request, &hash, &session, &user).await
 }
 
 /// `GET|POST /userinfo` (OIDC Core 5.3): Bearer header, or `access_token` in a form body.

@@ -93,7 +93,7 @@ pub async fn start(
     let started = web::block(move || st.upstreams.start(provider)).await;
     let started = match started {
         Ok(Some(Ok(s))) => s,
-        Ok(Some(Err(e))) => return upstream_failed(provider, &e, &request),
+        Ok(Some(Err(e))) => return upstream_failed(&state, &req, provider, &e, &request),
         Ok(None) | Err(_) => return super::authorize::unavailable(),
     };
     let now = state.clock.now();
@@ -116,8 +116,25 @@ pub async fn start(
 }
 
 /// The page for a failed upstream step; `request` is the authorization request to go back to.
-fn upstream_failed(provider: Provider, e: &FederationError, request: &str) -> HttpResponse {
+fn upstream_failed(
+    state: &AppState,
+    req: &HttpRequest,
+    provider: Provider,
+    e: &FederationError,
+    request: &str,
+) -> HttpResponse {
     tracing::info!(provider = provider.as_str(), error = %e, "upstream sign-in failed");
+    let kind = match e {
+        FederationError::Denied => "denied",
+        FederationError::Upstream(_) => "upstream_error",
+        FederationError::Timeout => "timeout",
+        FederationError::InvalidIdToken(_) => "invalid_id_token",
+    };
+    state.record(
+        state
+            .audit(req, "login.failure")
+            .detail(format!("provider={} reason={kind}", provider.as_str())),
+    );
     let label = provider.label();
     let back = back_link(request);
     let (status, title, message) = match e {
@@ -248,13 +265,15 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
                 .collect();
             FederationError::Upstream(format!("error={code}"))
         };
-        return upstream_failed(provider, &e, &login.request);
+        return upstream_failed(&state, &req, provider, &e, &login.request);
     }
     let Some(code) = params
         .get("code")
         .filter(|c| !c.is_empty() && c.len() <= 2048)
     else {
         return upstream_failed(
+            &state,
+            &req,
             provider,
             &FederationError::Upstream("callback without a code".into()),
             &login.request,
@@ -270,7 +289,7 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
         web::block(move || st.upstreams.finish(provider, &code, &verifier, &nonce, now)).await;
     let identity = match finished {
         Ok(Some(Ok(identity))) => identity,
-        Ok(Some(Err(e))) => return upstream_failed(provider, &e, &login.request),
+        Ok(Some(Err(e))) => return upstream_failed(&state, &req, provider, &e, &login.request),
         Ok(None) | Err(_) => return super::authorize::unavailable(),
     };
     let st = state.clone();
@@ -371,6 +390,13 @@ async fn sign_in(
         Err(resp) => return resp,
     };
     tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in through upstream");
+    state.record(
+        state
+            .audit(req, "login.success")
+            .user(&user.id)
+            .client(&client.client_id)
+            .detail("amr=fed"),
+    );
     proceed(
         state,
         req,
@@ -412,6 +438,12 @@ async fn create_and_sign_in(
         Err(resp) => return resp,
     };
     tracing::info!(provider, user_id = %user.id, "federated user created");
+    state.record(
+        state
+            .audit(req, "federation.user_created")
+            .user(&user.id)
+            .detail(format!("provider={provider}")),
+    );
     sign_in(state, req, user, pending, request).await
 }
 
@@ -576,8 +608,29 @@ pub async fn link(
                 &back_link(&link.request),
             );
         }
-        Ok(_) => {
+        Ok(other) => {
             tracing::info!(provider = %link.provider, "linking refused: wrong password");
+            let locked_now = matches!(
+                other,
+                LoginOutcome::Failed {
+                    locked_now: true,
+                    ..
+                }
+            );
+            let mut e = state
+                .audit(&req, "login.failure")
+                .user(&candidate.id)
+                .detail(format!("linking provider={}", link.provider));
+            e.client_id = None;
+            state.record(e);
+            if locked_now {
+                state.record(
+                    state
+                        .audit(&req, "account.locked")
+                        .user(&candidate.id)
+                        .detail("too many failed attempts"),
+                );
+            }
             return link_page(
                 &csrf,
                 &link,
@@ -610,5 +663,11 @@ pub async fn link(
         Err(resp) => return resp,
     }
     tracing::info!(provider = %link.provider, user_id = %user.id, "upstream identity linked");
+    state.record(
+        state
+            .audit(&req, "federation.linked")
+            .user(&user.id)
+            .detail(format!("provider={}", link.provider)),
+    );
     sign_in(&state, &req, user, &pending, &link.request).await
 }

@@ -12,6 +12,7 @@ use super::authorize::{
 };
 use super::pages::{self, error_page, page, render, Csrf};
 use super::AppState;
+use crate::oauth::login::SESSION_IDLE_SECS;
 use crate::oauth::logout::{LogoutRequest, CARRIED};
 use crate::oauth::request::Params;
 
@@ -57,17 +58,32 @@ async fn checked(
 
 /// End the browser's session (`hash`): the row, the refresh tokens issued in it without
 /// `offline_access`, and the cookie.
-async fn end_session(state: &web::Data<AppState>, hash: String) -> Result<(), HttpResponse> {
+async fn end_session(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    hash: String,
+) -> Result<(), HttpResponse> {
     let st = state.clone();
     let now = state.clock.now();
-    let ended = web::block(move || -> Result<usize, crate::store::StoreError> {
+    let ended = web::block(move || -> Result<_, crate::store::StoreError> {
+        let who = st
+            .store
+            .find_session(&hash, now, SESSION_IDLE_SECS)?
+            .map(|s| s.user_id);
         let revoked = st.store.revoke_session_families(&hash, now)?;
         st.store.delete_session(&hash)?;
-        Ok(revoked)
+        Ok((who, revoked))
     })
     .await;
-    let families = stored(ended)?;
+    let (who, families) = stored(ended)?;
     tracing::info!(refresh_families_revoked = families, "signed out");
+    let mut event = state
+        .audit(req, "logout")
+        .detail(format!("refresh_families_revoked={families}"));
+    if let Some(u) = who {
+        event = event.user(u);
+    }
+    state.record(event);
     Ok(())
 }
 
@@ -119,7 +135,7 @@ pub async fn end_session_endpoint(
         return finish(&state, target, true);
     };
     if request.names(&user.id, session.auth_time) {
-        if let Err(resp) = end_session(&state, hash).await {
+        if let Err(resp) = end_session(&state, &req, hash).await {
             return resp;
         }
         return finish(&state, target, true);
@@ -181,7 +197,7 @@ pub async fn confirm(
                 Err(resp) => return resp,
             };
             if let Some((hash, _, _)) = session {
-                if let Err(resp) = end_session(&state, hash).await {
+                if let Err(resp) = end_session(&state, &req, hash).await {
                     return resp;
                 }
             }

@@ -143,9 +143,24 @@ pub async fn login_totp(
     .await;
     let user = match stored(outcome) {
         Ok(SecondFactorOutcome::Success(u)) => *u,
-        Ok(SecondFactorOutcome::Throttled) => return throttled(),
-        Ok(SecondFactorOutcome::Failed) => {
+        Ok(SecondFactorOutcome::Throttled) => {
+            state.record(
+                state
+                    .audit(&req, "login.throttled")
+                    .client(&client.client_id),
+            );
+            return throttled();
+        }
+        Ok(SecondFactorOutcome::Failed { locked_now }) => {
             tracing::info!(client_id = %client.client_id, user_id = %pending.user_id, "second factor failed");
+            super::authorize::record_failure(
+                &state,
+                &req,
+                "mfa.failure",
+                Some(pending.user_id.clone()),
+                &client,
+                locked_now,
+            );
             return totp_page(
                 &csrf,
                 &client,
@@ -169,6 +184,13 @@ pub async fn login_totp(
         Err(resp) => return resp,
     };
     tracing::info!(client_id = %client.client_id, user_id = %user.id, "signed in with a second factor");
+    state.record(
+        state
+            .audit(&req, "login.success")
+            .user(&user.id)
+            .client(&client.client_id)
+            .detail("amr=pwd otp mfa"),
+    );
     proceed(
         &state,
         &req,
@@ -331,5 +353,6 @@ pub async fn enrol_confirm(
         Err(resp) => return resp,
     }
     tracing::info!(user_id = %user.id, "TOTP enrolled");
+    state.record(state.audit(&req, "mfa.enrolled").user(&user.id));
     render(page(StatusCode::OK), &RecoveryPage { codes: &codes })
 }

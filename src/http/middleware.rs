@@ -15,6 +15,10 @@ use super::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// This request's id, for handlers (the audit log).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// The middleware function (used with `actix_web::middleware::from_fn`).
 pub async fn observe(
     req: ServiceRequest,
@@ -38,6 +42,7 @@ pub async fn observe(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let id = format!("{:016x}", rand::thread_rng().next_u64());
     let span = tracing::info_span!("request", id = %id);
+    actix_web::HttpMessage::extensions_mut(&req).insert(RequestId(id.clone()));
     let mut res = next.call(req).instrument(span.clone()).await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);

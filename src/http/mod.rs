@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
+use crate::audit::{AuditEvent, Auditor};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::ring::{KeyRing, LoadedKeys};
@@ -68,6 +69,8 @@ pub struct AppState {
     pub sealer: Sealer,
     /// Origins allowed by CORS (refreshed every 5 s).
     pub cors_origins: cors::CorsOrigins,
+    /// The audit log's writer.
+    pub auditor: Auditor,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
         let discovery = serde_json::to_vec(&metadata(&config.issuer))?;
         let upstreams = Upstreams::from_config(&config);
         let sealer = Sealer::load(&config.login.totp_encryption_key, &config.keys_dir)?;
+        let auditor = Auditor::start(store.clone())?;
         Ok(Self {
             config,
             store,
@@ -92,7 +96,31 @@ impl AppState {
             upstreams,
             sealer,
             cors_origins: cors::CorsOrigins::default(),
+            auditor,
         })
+    }
+
+    /// An audit event about `req`: time, client address, user agent and request id filled in.
+    pub fn audit(&self, req: &HttpRequest, event: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(event, self.clock.now());
+        e.ip = Some(authorize::client_ip(
+            req,
+            self.config.login.trust_forwarded_for,
+        ));
+        e.user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect());
+        e.request_id = actix_web::HttpMessage::extensions(req)
+            .get::<middleware::RequestId>()
+            .map(|r| r.0.clone());
+        e
+    }
+
+    /// Record `event`.
+    pub fn record(&self, event: AuditEvent) {
+        self.auditor.record(event);
     }
 
     /// Token issuance context over `keys` at the current time.

@@ -68,11 +68,22 @@ pub async fn revoke(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = with_token(state, req, payload, |i, c, t, h, s| {
-        revoke::revoke(i, c, t, h, s)
+    let (st, r) = (state.clone(), req.clone());
+    let (outcome, client_id) = with_token(state, req, payload, |i, c, t, h, s| {
+        revoke::revoke(i, c, t, h, s).map(|o| (o, c.client_id.clone()))
     })
     .await?;
     tracing::debug!(?outcome, "revocation");
+    if let revoke::Revocation::Revoked { sub, kind } = outcome {
+        let mut e = st
+            .audit(&r, "token.revoked")
+            .client(&client_id)
+            .detail(format!("token_type={kind}"));
+        if sub != client_id {
+            e = e.user(sub);
+        }
+        st.record(e);
+    }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish())

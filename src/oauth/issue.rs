@@ -164,6 +164,8 @@ pub struct IssuedAccessToken {
     pub exp: UnixTime,
     /// The algorithm it was signed with.
     pub alg: SigningAlg,
+    /// Its `sub` (a user id, or the client id for machine tokens).
+    pub sub: String,
 }
 
 /// Everything token issuance needs: issuer, keys, lifetimes, the time.
@@ -211,6 +213,7 @@ impl Issuer<'_> {
             .map_err(|e| OAuthError::server_error(e.to_string()))?;
         Ok(IssuedAccessToken {
             token,
+            sub: claims.sub,
             jti: claims.jti,
             exp,
             alg,

@@ -20,8 +20,14 @@ pub enum LoginOutcome {
     Success(Box<User>),
     /// The password is right; the account's second factor comes next.
     SecondFactor(Box<User>),
-    /// Wrong password, unknown or locked account: one answer for all of them.
-    Failed,
+    /// Wrong password, unknown or locked account: one answer for all of them. For the audit
+    /// log: the account, when there is one, and whether this attempt locked it.
+    Failed {
+        /// The account tried, if it exists.
+        user_id: Option<String>,
+        /// This failure started a lockout.
+        locked_now: bool,
+    },
     /// Too many failures from this address: no password was checked.
     Throttled,
 }
@@ -56,8 +62,11 @@ pub fn check_password<S: UserStore + MfaStore + ?Sized>(
     // The hash is verified whatever happens, so timing tells nothing about the account.
     let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
     let ok = password::verify_password(password_given, hash);
-    let Some(u) = user.filter(|_| reserved) else {
-        return Ok(LoginOutcome::Failed);
+    let Some(u) = user.as_ref().filter(|_| reserved).cloned() else {
+        return Ok(LoginOutcome::Failed {
+            user_id: user.map(|u| u.id),
+            locked_now: false,
+        });
     };
     if ok && store.find_totp(&u.id)?.is_some_and(|t| t.confirmed) {
         // The password alone does not clear earlier failures: alternating right passwords
@@ -66,12 +75,30 @@ pub fn check_password<S: UserStore + MfaStore + ?Sized>(
             store.release_ip(ip)?;
             return Ok(LoginOutcome::SecondFactor(Box::new(u)));
         }
-        return Ok(LoginOutcome::Failed);
+        return Ok(LoginOutcome::Failed {
+            user_id: Some(u.id),
+            locked_now: false,
+        });
     }
     if store.finish_login(&u.id, ok, now, max, lockout)? {
         store.release_ip(ip)?;
         Ok(LoginOutcome::Success(Box::new(u)))
     } else {
-        Ok(LoginOutcome::Failed)
+        failed_after_attempt(store, u.id, now)
     }
+}
+
+/// A counted failure for `user_id`: whether it locked the account (for the audit log).
+pub(crate) fn failed_after_attempt<S: UserStore + ?Sized>(
+    store: &S,
+    user_id: String,
+    now: UnixTime,
+) -> StoreResult<LoginOutcome> {
+    let locked_now = store
+        .find_user(&user_id)?
+        .is_some_and(|u| u.locked_until.is_some_and(|t| t > now));
+    Ok(LoginOutcome::Failed {
+        user_id: Some(user_id),
+        locked_now,
+    })
 }

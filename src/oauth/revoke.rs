@@ -7,10 +7,15 @@ use super::issue::Issuer;
 use crate::store::TokenStore;
 
 /// What revocation did; the HTTP answer is 200 for both (RFC 7009 2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
-    /// The token was ours, the caller's, and is now revoked.
-    Revoked,
+    /// The token was ours, the caller's, and is now revoked; its `sub` (for the audit log).
+    Revoked {
+        /// The user id (or, for a machine token, the client id).
+        sub: String,
+        /// `refresh_token` or `access_token`.
+        kind: &'static str,
+    },
     /// Unknown, invalid or expired: nothing to do.
     Ignored,
 }
@@ -40,7 +45,10 @@ pub fn revoke<S: TokenStore + ?Sized>(
             return Err(foreign());
         }
         store.revoke_family(&r.family_id, issuer.now)?;
-        Ok(Some(Revocation::Revoked))
+        Ok(Some(Revocation::Revoked {
+            sub: r.user_id,
+            kind: "refresh_token",
+        }))
     };
     if refresh_first(hint) {
         if let Some(done) = refresh()? {
@@ -50,7 +58,10 @@ pub fn revoke<S: TokenStore + ?Sized>(
     match issuer.verify_access_token(token) {
         Some(claims) if claims.client_id == caller.client_id => {
             store.revoke_jti(&claims.jti, claims.exp)?;
-            return Ok(Revocation::Revoked);
+            return Ok(Revocation::Revoked {
+                sub: claims.sub,
+                kind: "access_token",
+            });
         }
         Some(_) => return Err(foreign()),
         None => {}
@@ -127,7 +138,10 @@ mod tests {
         assert!(introspect(&at(1_001), &a, t, None, &store).unwrap().active);
         assert_eq!(
             revoke(&at(1_001), &a, t, None, &store).unwrap(),
-            Revocation::Revoked
+            Revocation::Revoked {
+                sub: a.client_id.clone(),
+                kind: "access_token"
+            }
         );
         assert!(!introspect(&at(1_001), &a, t, None, &store).unwrap().active);
         assert_eq!(

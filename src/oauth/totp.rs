@@ -107,8 +107,12 @@ pub fn recovery_hashes(codes: &[String]) -> Vec<String> {
 pub enum SecondFactorOutcome {
     /// Accepted; the account's failure count is cleared.
     Success(Box<User>),
-    /// Wrong, replayed, or the account is locked (one answer for all).
-    Failed,
+    /// Wrong, replayed, or the account is locked (one answer for all); whether this attempt
+    /// locked it.
+    Failed {
+        /// This failure started a lockout.
+        locked_now: bool,
+    },
     /// Too many failures from this address.
     Throttled,
 }
@@ -131,10 +135,10 @@ pub fn check_second_factor(
         return Ok(SecondFactorOutcome::Throttled);
     }
     let (Some(user), Some(record)) = (store.find_user(user_id)?, store.find_totp(user_id)?) else {
-        return Ok(SecondFactorOutcome::Failed);
+        return Ok(SecondFactorOutcome::Failed { locked_now: false });
     };
     if !record.confirmed || !store.reserve_login(user_id, now, policy.max_failed_attempts)? {
-        return Ok(SecondFactorOutcome::Failed);
+        return Ok(SecondFactorOutcome::Failed { locked_now: false });
     }
     let ok = match sealer.open(&record.secret_sealed, user_id) {
         Ok(secret) => match matching_step(&secret, code, now) {
@@ -160,7 +164,11 @@ pub fn check_second_factor(
         store.release_ip(ip)?;
         Ok(SecondFactorOutcome::Success(Box::new(user)))
     } else {
-        Ok(SecondFactorOutcome::Failed)
+        let locked_now = match crate::oauth::login::failed_after_attempt(store, user.id, now)? {
+            crate::oauth::login::LoginOutcome::Failed { locked_now, .. } => locked_now,
+            _ => false,
+        };
+        Ok(SecondFactorOutcome::Failed { locked_now })
     }
 }
 

@@ -9,6 +9,7 @@ use diesel::r2d2::{self, ManageConnection, PooledConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+mod audit;
 mod federation;
 mod mfa;
 

@@ -465,6 +465,17 @@ pub trait MfaStore: Send + Sync {
     fn delete_pending_mfa(&self, id_hash: &str) -> StoreResult<bool>;
 }
 
+/// The append-only audit log.
+pub trait AuditStore: Send + Sync {
+    /// Append rows, all in one transaction.
+    fn append_audit(&self, events: &[crate::audit::AuditEvent]) -> StoreResult<()>;
+    /// Rows matching `filter`, oldest first (the newest `filter.limit`).
+    fn list_audit(
+        &self,
+        filter: &crate::audit::AuditFilter,
+    ) -> StoreResult<Vec<crate::audit::AuditEvent>>;
+}
+
 /// What introspection and revocation read and write.
 pub trait TokenStore: RevocationStore + RefreshStore {}
 impl<T: RevocationStore + RefreshStore + ?Sized> TokenStore for T {}
@@ -481,6 +492,7 @@ pub trait Store:
     + RefreshStore
     + FederationStore
     + MfaStore
+    + AuditStore
 {
 }
 impl<T> Store for T where
@@ -494,5 +506,6 @@ impl<T> Store for T where
         + RefreshStore
         + FederationStore
         + MfaStore
+        + AuditStore
 {
 }

@@ -19,6 +19,9 @@ use crate::store::{NextRefresh, RefreshRecord, RefreshStore, RevocationStore};
 pub trait RefreshGrantStore: RefreshStore + RevocationStore {}
 impl<T: RefreshStore + RevocationStore + ?Sized> RefreshGrantStore for T {}
 
+/// The `error_description` when a rotated refresh token comes back (its family is revoked).
+pub const REUSED: &str = "the refresh token has already been used";
+
 fn invalid(why: &str) -> OAuthError {
     OAuthError::invalid_grant(why)
 }
@@ -94,7 +97,7 @@ fn reused<S: RefreshGrantStore + ?Sized>(
 ) -> Result<OAuthError, OAuthError> {
     store.revoke_family(family_id, issuer.now)?;
     tracing::warn!(client_id = %client.client_id, "refresh token reused; its family is revoked");
-    Ok(invalid("the refresh token has already been used"))
+    Ok(invalid(REUSED))
 }
 
 /// The rules one by one: which one a token breaks, or the scope it may have.

@@ -1,0 +1,166 @@
+//! The audit log: every security event as one JSON log line (target `audit`) and one row in
+//! the append-only `audit_events` table. Events carry ids, names, addresses and outcomes;
+//! never a secret, token, password or code.
+//!
+//! The server hands rows to a writer thread through a bounded queue, which writes them in
+//! batches (one transaction each), so the token endpoint does not wait for the database; the
+//! queue blocks when 10,000 rows are waiting. The CLI writes its rows directly.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::clock::UnixTime;
+use crate::crypto::opaque;
+use crate::store::{AuditStore, StoreResult};
+
+const QUEUE: usize = 10_000;
+const BATCH: usize = 500;
+
+/// One security event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    /// Row id (random).
+    pub id: String,
+    /// When (Unix seconds).
+    pub at: UnixTime,
+    /// What, e.g. `login.success`, `token.issued`, `refresh.reuse_detected`.
+    pub event: String,
+    /// The person concerned, by user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The client concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Client address (`cli` for the command line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The browser's or client's `User-Agent`, at most 256 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The `X-Request-Id` of the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// More about it (a grant type, an error code, a provider); never a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event at `at`, everything else to be filled in.
+    pub fn new(event: &str, at: UnixTime) -> Self {
+        // Time-ordered ids: rows of the same second list in the order they happened.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Self {
+            id: format!("{nanos:020}-{}", &opaque::random_id()[..8]),
+            at,
+            event: event.to_owned(),
+            user_id: None,
+            client_id: None,
+            ip: None,
+            user_agent: None,
+            request_id: None,
+            detail: None,
+        }
+    }
+
+    /// With the user.
+    pub fn user(mut self, id: impl Into<String>) -> Self {
+        self.user_id = Some(id.into());
+        self
+    }
+
+    /// With the client.
+    pub fn client(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// With a detail.
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+
+    /// Write the JSON log line.
+    pub fn log(&self) {
+        let line = serde_json::to_string(self).unwrap_or_default();
+        tracing::info!(target: "audit", "{line}");
+    }
+}
+
+/// What `audit list` selects.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this user id.
+    pub user_id: Option<String>,
+    /// Only this client.
+    pub client_id: Option<String>,
+    /// At or after this time.
+    pub since: Option<UnixTime>,
+    /// At most this many, newest last.
+    pub limit: i64,
+}
+
+/// The server's audit writer.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    queue: SyncSender<AuditEvent>,
+}
+
+impl Auditor {
+    /// Start the writer thread over `store`.
+    pub fn start(store: Arc<dyn AuditStore>) -> std::io::Result<Self> {
+        let (queue, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_loop(&*store, &rx))?;
+        Ok(Self { queue })
+    }
+
+    /// Log `event` and queue its row.
+    pub fn record(&self, event: AuditEvent) {
+        event.log();
+        if self.queue.send(event).is_err() {
+            tracing::error!("audit writer is gone; the event is only in the log");
+        }
+    }
+}
+
+fn write_loop(store: &dyn AuditStore, rx: &Receiver<AuditEvent>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        // A database outage: retry the batch for a while rather than drop it.
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match store.append_audit(&batch) {
+                Ok(()) => break,
+                Err(error) if delay < std::time::Duration::from_secs(30) => {
+                    tracing::warn!(%error, rows = batch.len(), "audit rows not written yet; retrying");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(error) => {
+                    tracing::error!(%error, rows = batch.len(), "audit rows dropped from the table (they are in the log)");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Write `event` now (the command line), and log it.
+pub fn record_now(store: &dyn AuditStore, event: AuditEvent) -> StoreResult<()> {
+    event.log();
+    store.append_audit(std::slice::from_ref(&event))
+}
