@@ -141,6 +141,8 @@ enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a single-use link, valid 30 minutes, that sets a new password.
+    ResetLink(UserName),
     /// Enrol TOTP (replacing any enrolment): prints the secret, the otpauth URI and ten
     /// recovery codes, shown only now.
     Totp(UserName),
@@ -863,6 +865,34 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 print_json(&user_json(&user))
             } else {
                 print_user(&user);
+                Ok(())
+            }
+        }
+        UserCommand::ResetLink(u) => {
+            let (store, _) = open_store(config)?;
+            let user = find_user(&store, &u.username)?;
+            if user.password_hash.is_none() {
+                return Err(fail(format!(
+                    "{} signs in without a password here",
+                    user.username
+                )));
+            }
+            let (link, expires_at) =
+                crate::oauth::reset::create_link(&store, config.base_url(), &user.id, now)?;
+            audit(
+                &store,
+                "password.reset_link_created",
+                Some(&user.id),
+                None,
+                None,
+            )?;
+            if u.json {
+                print_json(
+                    &json!({"username": user.username, "link": link, "expires_at": expires_at}),
+                )
+            } else {
+                println!("{link}");
+                println!("(single use, valid 30 minutes)");
                 Ok(())
             }
         }

@@ -35,6 +35,8 @@ pub struct Config {
     pub login: LoginConfig,
     /// Upstream identity providers; a present section enables the provider.
     pub upstream: UpstreamConfig,
+    /// Outgoing mail for "forgot password"; absent: no such page, reset links by the CLI only.
+    pub smtp: Option<SmtpConfig>,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             login: LoginConfig::default(),
             upstream: UpstreamConfig::default(),
+            smtp: None,
         }
     }
 }
@@ -121,6 +124,35 @@ impl Default for LoginConfig {
             totp_encryption_key: String::new(),
         }
     }
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Mail server host.
+    pub host: String,
+    /// Its port (587: submission with STARTTLS).
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls` (default), `tls` (implicit, port 465) or `none` (a relay on this machine).
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    /// Login, if the server wants one.
+    #[serde(default)]
+    pub username: String,
+    /// Password for it.
+    #[serde(default)]
+    pub password: String,
+    /// The sender, e.g. `Portcullis <no-reply@example.com>`.
+    pub from: String,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_tls() -> String {
+    "starttls".into()
 }
 
 /// `[upstream]`
@@ -254,6 +286,20 @@ impl Config {
             urls.push(("upstream.github.authorize_url", g.authorize_url.as_str()));
             urls.push(("upstream.github.token_url", g.token_url.as_str()));
             urls.push(("upstream.github.api_url", g.api_url.as_str()));
+        }
+        if let Some(m) = &self.smtp {
+            if !matches!(m.tls.as_str(), "starttls" | "tls" | "none") {
+                return Err(ConfigError(format!(
+                    "smtp.tls: {:?} is not starttls, tls or none",
+                    m.tls
+                )));
+            }
+            if m.from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ConfigError(format!(
+                    "smtp.from: {:?} is not a mail address",
+                    m.from
+                )));
+            }
         }
         for (key, value) in urls {
             let ok = url::Url::parse(value)

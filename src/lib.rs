@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod federation;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod oauth;
 pub mod store;

@@ -46,6 +46,8 @@ struct LoginPage<'a> {
     upstream_csrf: String,
     /// Configured upstream providers: (path segment, label).
     upstreams: Vec<(&'static str, &'static str)>,
+    /// Offer "Forgot your password?" (mail is configured).
+    forgot: bool,
 }
 
 /// The login page for the request in `params`.
@@ -71,6 +73,7 @@ fn login_page(
         error,
         upstream_csrf: csrf.token("upstream"),
         upstreams,
+        forgot: state.mailer.is_some(),
     };
     render(page(status), &page_data)
 }

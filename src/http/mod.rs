@@ -11,6 +11,7 @@ mod mfa;
 mod middleware;
 mod ops;
 mod pages;
+mod reset;
 mod token;
 mod tokens_admin;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     pub cors_origins: cors::CorsOrigins,
     /// The audit log's writer.
     pub auditor: Auditor,
+    /// Outgoing mail, when `[smtp]` is configured.
+    pub mailer: Option<crate::mail::Mailer>,
 }
 
 impl AppState {
@@ -85,6 +88,10 @@ impl AppState {
         let upstreams = Upstreams::from_config(&config);
         let sealer = Sealer::load(&config.login.totp_encryption_key, &config.keys_dir)?;
         let auditor = Auditor::start(store.clone())?;
+        let mailer = match &config.smtp {
+            Some(m) => Some(crate::mail::Mailer::new(m).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         Ok(Self {
             config,
             store,
@@ -97,6 +104,7 @@ impl AppState {
             sealer,
             cors_origins: cors::CorsOrigins::default(),
             auditor,
+            mailer,
         })
     }
 
@@ -195,6 +203,18 @@ pub fn routes(cfg: &mut web::ServiceConfig, origins: &cors::CorsOrigins) {
         .service(post_only(paths::CONSENT, authorize::consent))
         .service(post_only("/login/link", federation::link))
         .service(post_only("/login/totp", mfa::login_totp))
+        .service(
+            web::resource(crate::oauth::reset::RESET_PATH)
+                .route(web::get().to(reset::reset_form))
+                .route(web::post().to(reset::reset_submit))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+        )
+        .service(
+            web::resource("/password/forgot")
+                .route(web::get().to(reset::forgot_form))
+                .route(web::post().to(reset::forgot_submit))
+                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+        )
         .service(
             web::resource("/account/totp")
                 .route(web::get().to(mfa::enrol_start))

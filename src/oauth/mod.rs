@@ -12,6 +12,7 @@ pub mod login;
 pub mod logout;
 pub mod pkce;
 pub mod request;
+pub mod reset;
 pub mod revoke;
 pub mod scope;
 pub mod totp;

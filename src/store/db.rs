@@ -12,11 +12,12 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 mod audit;
 mod federation;
 mod mfa;
+mod reset;
 
 use super::schema::{
-    authorization_codes, clients, consents, login_ip_failures, pending_links, pending_mfa,
-    recovery_codes, refresh_tokens, revoked_tokens, sessions, upstream_logins, user_identities,
-    user_totp, users,
+    authorization_codes, clients, consents, login_ip_failures, password_resets, pending_links,
+    pending_mfa, recovery_codes, refresh_tokens, revoked_tokens, sessions, upstream_logins,
+    user_identities, user_totp, users,
 };
 use super::{
     ClientStore, CodeRecord, CodeStore, ConsentStore, Maintenance, NextRefresh, RefreshRecord,
@@ -363,6 +364,8 @@ impl Maintenance for DbStore {
         n += purge!(conn, pending_links, link_hash, link_cutoff, batch);
         let mfa_cutoff = pending_mfa::expires_at.lt(now);
         n += purge!(conn, pending_mfa, id_hash, mfa_cutoff, batch);
+        let reset_cutoff = password_resets::expires_at.lt(now);
+        n += purge!(conn, password_resets, token_hash, reset_cutoff, batch);
         Ok(n)
     }
 }
@@ -471,6 +474,8 @@ impl UserStore for DbStore {
             diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(id)))
                 .execute(c)?;
             diesel::delete(pending_mfa::table.filter(pending_mfa::user_id.eq(id))).execute(c)?;
+            diesel::delete(password_resets::table.filter(password_resets::user_id.eq(id)))
+                .execute(c)?;
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(id)))
                 .execute(c)?;
             diesel::delete(users::table.find(id)).execute(c)

@@ -465,6 +465,41 @@ pub trait MfaStore: Send + Sync {
     fn delete_pending_mfa(&self, id_hash: &str) -> StoreResult<bool>;
 }
 
+/// A password-reset link (`password_resets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetRecord {
+    /// Whose password it resets.
+    pub user_id: String,
+    /// Unusable from then on.
+    pub expires_at: UnixTime,
+    /// When it was used, if it was.
+    pub used_at: Option<UnixTime>,
+}
+
+/// Password resets.
+pub trait ResetStore: Send + Sync {
+    /// Record a new link.
+    fn create_reset(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        now: UnixTime,
+        expires_at: UnixTime,
+    ) -> StoreResult<()>;
+    /// A link by its hash.
+    fn find_reset(&self, token_hash: &str) -> StoreResult<Option<ResetRecord>>;
+    /// In one transaction: use the link (once, before expiry), set the password hash, end the
+    /// lockout, delete the user's sessions and revoke their refresh-token families with the
+    /// access tokens issued from them. False (and nothing changed) when the link is used,
+    /// expired or unknown.
+    fn complete_reset(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: UnixTime,
+    ) -> StoreResult<Option<String>>;
+}
+
 /// The append-only audit log.
 pub trait AuditStore: Send + Sync {
     /// Append rows, all in one transaction.
@@ -493,6 +528,7 @@ pub trait Store:
     + FederationStore
     + MfaStore
     + AuditStore
+    + ResetStore
 {
 }
 impl<T> Store for T where
@@ -507,5 +543,6 @@ impl<T> Store for T where
         + FederationStore
         + MfaStore
         + AuditStore
+        + ResetStore
 {
 }

@@ -191,3 +191,13 @@ diesel::table! {
         detail -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    password_resets (token_hash) {
+        token_hash -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pgproxy;
+pub mod smtp;
 pub mod upstream;
 
 use std::io::Read;

@@ -1,0 +1,262 @@
+//! Password reset pages: `GET|POST /password/reset?token=...` (a link from `user reset-link` or
+//! from mail), and, when `[smtp]` is configured, `GET|POST /password/forgot`, which answers the
+//! same whether or not the account exists and mails the link in the background.
+
+#![allow(clippy::result_large_err)]
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::authorize::{client_ip, form_expired, page_params, stored, throttled, with_csrf_cookie};
+use super::pages::{error_page, page, render, Csrf};
+use super::AppState;
+use crate::crypto::{opaque, password};
+use crate::oauth::request::Params;
+use crate::oauth::reset::{create_link, usable};
+use crate::oauth::user::{check_password_policy, normalize_username, User};
+
+#[derive(Template)]
+#[template(path = "reset.html")]
+struct ResetPage<'a> {
+    username: &'a str,
+    token: &'a str,
+    csrf_token: String,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "forgot.html")]
+struct ForgotPage {
+    csrf_token: String,
+}
+
+fn link_dead() -> HttpResponse {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "This link no longer works",
+        "Password-reset links work once, for 30 minutes. Ask for a new one.",
+    )
+}
+
+/// The live link `token` and its user.
+async fn live_link(
+    state: &web::Data<AppState>,
+    token: &str,
+) -> Result<(String, User), HttpResponse> {
+    if token.is_empty() || token.len() > 64 {
+        return Err(link_dead());
+    }
+    let (st, hash, now) = (state.clone(), opaque::hash_secret(token), state.clock.now());
+    let found = web::block(move || -> Result<_, crate::store::StoreError> {
+        let Some(r) = st.store.find_reset(&hash)? else {
+            return Ok(None);
+        };
+        if !usable(&r, now) {
+            return Ok(None);
+        }
+        Ok(st.store.find_user(&r.user_id)?.map(|u| (hash, u)))
+    })
+    .await;
+    stored(found)?.ok_or_else(link_dead)
+}
+
+fn reset_page(
+    csrf: &Csrf,
+    user: &User,
+    token: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> HttpResponse {
+    render(
+        page(status),
+        &ResetPage {
+            username: &user.username,
+            token,
+            csrf_token: csrf.token("reset"),
+            error,
+        },
+    )
+}
+
+/// `GET /password/reset?token=...`: the form, if the link still works.
+pub async fn reset_form(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let params = Params::parse(req.query_string().as_bytes()).unwrap_or_default();
+    let token = params.get("token").unwrap_or("").to_owned();
+    let (_, user) = match live_link(&state, &token).await {
+        Ok(l) => l,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    let resp = reset_page(&csrf, &user, &token, None, StatusCode::OK);
+    with_csrf_cookie(resp, &csrf, &state)
+}
+
+/// `POST /password/reset`: set the new password; the link, sessions and refresh tokens end.
+pub async fn reset_submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let params = match page_params(&req, payload).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    if !csrf.check("reset", params.get("csrf_token")) {
+        return form_expired();
+    }
+    let token = params.get("token").unwrap_or("").to_owned();
+    let (hash, user) = match live_link(&state, &token).await {
+        Ok(l) => l,
+        Err(resp) => return resp,
+    };
+    let new = params.get("password").unwrap_or("").to_owned();
+    if params.get("confirm") != Some(new.as_str()) {
+        return reset_page(
+            &csrf,
+            &user,
+            &token,
+            Some("The two passwords are not the same."),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    if let Err(why) = check_password_policy(&new, &user.username) {
+        let message = format!("Choose another password: {why}.");
+        return reset_page(
+            &csrf,
+            &user,
+            &token,
+            Some(&message),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let (st, now) = (state.clone(), state.clock.now());
+    let done = web::block(move || -> Result<_, crate::store::StoreError> {
+        let Ok(new_hash) = password::hash_password(&new) else {
+            return Ok(None);
+        };
+        st.store.complete_reset(&hash, &new_hash, now)
+    })
+    .await;
+    match stored(done) {
+        Ok(Some(user_id)) => {
+            tracing::info!(user_id = %user_id, "password reset");
+            state.record(
+                state
+                    .audit(&req, "password.reset")
+                    .user(user_id)
+                    .detail("sessions and refresh tokens ended"),
+            );
+            error_page(
+                StatusCode::OK,
+                "Your password has been changed",
+                "You are signed out everywhere. Go back to your application and sign in with the new password.",
+            )
+        }
+        Ok(None) => link_dead(),
+        Err(resp) => resp,
+    }
+}
+
+fn no_mail() -> HttpResponse {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Not available",
+        "Password reset by email is not set up here. Ask your administrator for a reset link.",
+    )
+}
+
+/// `GET /password/forgot`.
+pub async fn forgot_form(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    if state.mailer.is_none() {
+        return no_mail();
+    }
+    let csrf = Csrf::for_request(&req, &state.config);
+    let resp = render(
+        page(StatusCode::OK),
+        &ForgotPage {
+            csrf_token: csrf.token("forgot"),
+        },
+    );
+    with_csrf_cookie(resp, &csrf, &state)
+}
+
+/// `POST /password/forgot`: the same answer whatever was typed; the mail goes out in the
+/// background, so timing tells nothing either.
+pub async fn forgot_submit(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    if state.mailer.is_none() {
+        return no_mail();
+    }
+    let params = match page_params(&req, payload).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(&req, &state.config);
+    if !csrf.check("forgot", params.get("csrf_token")) {
+        return form_expired();
+    }
+    let typed = params.get("account").unwrap_or("").trim().to_owned();
+    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
+    let (st, now) = (state.clone(), state.clock.now());
+    let event = state.audit(&req, "password.reset_requested");
+    // Every request counts against the address's budget: no mail bombing.
+    let allowed = web::block(move || -> Result<bool, crate::store::StoreError> {
+        let login = &st.config.login;
+        let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
+        if !st
+            .store
+            .reserve_ip(&ip, now, i64::from(login.ip_window_secs), max)?
+        {
+            return Ok(false);
+        }
+        let user = match normalize_username(&typed) {
+            Ok(name) => st.store.find_user_by_username(&name)?,
+            Err(_) => None,
+        };
+        let user = match user {
+            Some(u) => Some(u),
+            None if typed.contains('@') => st
+                .store
+                .find_password_users_by_email(&typed)?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        let Some(user) = user.filter(|u| !u.locked && u.password_hash.is_some()) else {
+            st.record(event.detail("no matching account"));
+            return Ok(true);
+        };
+        let Some(email) = user.email.clone() else {
+            st.record(event.user(&user.id).detail("no email address"));
+            return Ok(true);
+        };
+        let (link, _) = create_link(&*st.store, st.config.base_url(), &user.id, now)?;
+        st.record(event.user(&user.id).detail("link mailed"));
+        let name = user.name.clone().unwrap_or_else(|| user.username.clone());
+        let st2 = st.clone();
+        // Sent after the answer: a slow mail server must not tell anyone the account exists.
+        std::thread::spawn(move || {
+            if let Some(mailer) = &st2.mailer {
+                if let Err(error) = mailer.send_reset(&email, &name, &link) {
+                    tracing::warn!(%error, "reset mail not sent");
+                }
+            }
+        });
+        Ok(true)
+    })
+    .await;
+    match stored(allowed) {
+        Ok(true) => error_page(
+            StatusCode::OK,
+            "Check your email",
+            "If an account matches what you typed and has an email address, a link to reset its password is on its way. It works once, for 30 minutes.",
+        ),
+        Ok(false) => throttled(),
+        Err(resp) => resp,
+    }
+}

@@ -1,0 +1,251 @@
+//! Password reset: single-use links from the CLI and by mail, expiry, what a reset ends, and a
+//! "forgot password" page that answers the same whether or not the account exists.
+
+use std::time::Duration;
+
+use diesel::{Connection, RunQueryDsl};
+
+use crate::both_backends;
+use crate::common::smtp::SmtpSink;
+use crate::common::{Backend, Resp, Server, ServerBuilder};
+use crate::refresh::{refresh, rp_client, tokens};
+use crate::signin::{auth_params, hidden, query, user, Browser, PASSWORD};
+
+const NEW_PASSWORD: &str = "lantern-quarry-velvet";
+
+fn link_for(s: &Server, username: &str) -> String {
+    let out = s.cli_json(&["user", "reset-link", username, "--json"]);
+    let link = out["link"].as_str().unwrap().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/password/reset?token=", s.base)),
+        "{link}"
+    );
+    let ttl = out["expires_at"].as_i64().unwrap()
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+    assert!((1795..=1800).contains(&ttl), "30 minutes: {ttl}");
+    link
+}
+
+/// Open the link, fill in the form; returns the answer.
+fn use_link(b: &mut Browser, link: &str, password: &str, confirm: &str) -> Resp {
+    let path = link.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+    let form = b.get(&path);
+    if form.status != 200 {
+        return form;
+    }
+    assert!(form.body.contains(r#"autocomplete="new-password""#));
+    let csrf = hidden(&form.body, "csrf_token").unwrap();
+    let token = hidden(&form.body, "token").unwrap();
+    b.post(
+        "/password/reset",
+        &[
+            ("csrf_token", &csrf),
+            ("token", &token),
+            ("password", password),
+            ("confirm", confirm),
+        ],
+    )
+}
+
+fn password_works(s: &Server, id: &str, username: &str, password: &str) -> bool {
+    let mut b = Browser::new(s);
+    let params = auth_params(id, "openid", &[("prompt", "login")]);
+    let page = b.get(&format!("/authorize?{}", query(&params)));
+    let csrf = hidden(&page.body, "csrf_token").unwrap();
+    let mut form: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    form.extend([
+        ("csrf_token", csrf.as_str()),
+        ("username", username),
+        ("password", password),
+    ]);
+    let r = b.post("/login", &form);
+    r.status == 303 || (r.status == 200 && r.body.contains("decision"))
+}
+
+fn reset_link_is_single_use_and_ends_everything(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "alice", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut session = Browser::new(&s);
+    let t = tokens(&s, &mut session, c, "alice", "openid notes:read");
+    let link = link_for(&s, "alice");
+
+    let mut b1 = Browser::new(&s);
+    let path = link.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+    b1.get(&path);
+    let r = b1.post(
+        "/password/reset",
+        &[("token", "x"), ("password", NEW_PASSWORD)],
+    );
+    assert_eq!(r.status, 403, "CSRF first: {}", r.body);
+    let r = use_link(&mut b1, &link, NEW_PASSWORD, "something-else-entirely");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("not the same"), "{}", r.body);
+    let r = use_link(&mut b1, &link, "password1", "password1");
+    assert_eq!(r.status, 400, "the policy applies: {}", r.body);
+    let r = use_link(&mut b1, &link, NEW_PASSWORD, NEW_PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("has been changed"));
+
+    // Once only.
+    let again = use_link(
+        &mut b1,
+        &link,
+        "another-fine-passphrase",
+        "another-fine-passphrase",
+    );
+    assert_eq!(again.status, 400);
+    assert!(again.body.contains("no longer works"));
+
+    // Sessions and refresh tokens are over; the old password too.
+    let r = session.get(&format!(
+        "/authorize?{}",
+        query(&auth_params(&id, "openid", &[("prompt", "none")]))
+    ));
+    let (_, q) = crate::signin::location_params(&r);
+    assert_eq!(q["error"], "login_required");
+    refresh(&s, c, t["refresh_token"].as_str().unwrap(), None).assert_error(400, "invalid_grant");
+    assert!(!password_works(&s, &id, "alice", PASSWORD));
+    assert!(password_works(&s, &id, "alice", NEW_PASSWORD));
+
+    // Expired: a link past its 30 minutes (its expiry moved into the past in the database).
+    let link = link_for(&s, "alice");
+    let url = s
+        .env
+        .iter()
+        .find(|(k, _)| k == "PORTCULLIS_DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let sql = "UPDATE password_resets SET expires_at = expires_at - 1800 WHERE used_at IS NULL";
+    let changed = match url.strip_prefix("sqlite://") {
+        Some(p) => {
+            diesel::sql_query(sql).execute(&mut diesel::SqliteConnection::establish(p).unwrap())
+        }
+        None => diesel::sql_query(sql).execute(&mut diesel::PgConnection::establish(&url).unwrap()),
+    };
+    assert_eq!(changed.unwrap(), 1);
+    let r = use_link(
+        &mut Browser::new(&s),
+        &link,
+        "yet-another-passphrase",
+        "yet-another-passphrase",
+    );
+    assert_eq!(r.status, 400);
+    assert!(password_works(&s, &id, "alice", NEW_PASSWORD));
+
+    let logs = s.logs();
+    let token = link.split("token=").nth(1).unwrap();
+    assert!(!logs.contains(token), "reset token logged");
+    let audit = s
+        .cli_json(&["audit", "list", "--json", "--user", "alice"])
+        .to_string();
+    assert!(audit.contains("password.reset_link_created") && audit.contains("\"password.reset\""));
+    assert!(!audit.contains(token) && !audit.contains(NEW_PASSWORD));
+}
+
+both_backends!(reset_link_is_single_use_and_ends_everything);
+
+#[test]
+fn forgot_password_mails_a_link_and_tells_nobody_whether_the_account_exists() {
+    let sink = SmtpSink::start();
+    let s = ServerBuilder::new(Backend::Sqlite)
+        .env("PORTCULLIS_SMTP__HOST", "127.0.0.1")
+        .env("PORTCULLIS_SMTP__PORT", &sink.port.to_string())
+        .env("PORTCULLIS_SMTP__TLS", "none")
+        .env("PORTCULLIS_SMTP__FROM", "Portcullis <no-reply@example.com>")
+        .start();
+    user(
+        &s,
+        "bob",
+        &["--email", "bob@example.com", "--name", "Bob Example"],
+    );
+    user(&s, "nomail", &[]);
+    let (id, _) = rp_client(&s, "Notes");
+    let mut b = Browser::new(&s);
+    let login = b.get(&format!(
+        "/authorize?{}",
+        query(&auth_params(&id, "openid", &[]))
+    ));
+    assert!(login.body.contains("href=\"/password/forgot\""));
+
+    let ask = |b: &mut Browser, account: &str| -> Resp {
+        let form = b.get("/password/forgot");
+        assert_eq!(form.status, 200);
+        let csrf = hidden(&form.body, "csrf_token").unwrap();
+        b.post(
+            "/password/forgot",
+            &[("csrf_token", &csrf), ("account", account)],
+        )
+    };
+    let known = ask(&mut b, "bob");
+    let unknown = ask(&mut b, "nobody-here");
+    let no_email = ask(&mut b, "nomail");
+    let by_email = ask(&mut b, "BOB@example.com");
+    assert_eq!(known.status, 200);
+    for other in [&unknown, &no_email, &by_email] {
+        assert_eq!(other.status, known.status);
+        assert_eq!(
+            other.body, known.body,
+            "the same answer whether or not the account exists"
+        );
+    }
+    let r = b.post("/password/forgot", &[("account", "bob")]);
+    assert_eq!(r.status, 403, "CSRF");
+
+    let mail = sink.wait_for(2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.count(), 2, "mail only for the account that exists");
+    let message = &quoted_printable(&mail[0]);
+    assert!(message.contains("To: bob@example.com"), "{message}");
+    assert!(message.contains("From: Portcullis <no-reply@example.com>"));
+    let start = message
+        .find(&format!("{}/password/reset?token=", s.base))
+        .expect("link in mail");
+    let link: String = message[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let r = use_link(&mut Browser::new(&s), &link, NEW_PASSWORD, NEW_PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(password_works(&s, &id, "bob", NEW_PASSWORD));
+}
+
+/// Undo quoted-printable (RFC 2045 6.7), as a mail client would.
+fn quoted_printable(s: &str) -> String {
+    let joined = s.replace("=\r\n", "");
+    let mut out = Vec::new();
+    let bytes = joined.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn without_smtp_there_is_no_forgot_page() {
+    let s = Server::start(Backend::Sqlite);
+    let (id, _) = s.client(&["--redirect-uri", crate::signin::REDIRECT]);
+    let mut b = Browser::new(&s);
+    let login = b.get(&format!(
+        "/authorize?{}",
+        query(&auth_params(&id, "openid", &[]))
+    ));
+    assert!(!login.body.contains("/password/forgot"));
+    assert_eq!(b.get("/password/forgot").status, 404);
+}
