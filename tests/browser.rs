@@ -502,3 +502,26 @@ fn chromium_enrols_totp_and_signs_in_with_a_code() {
     let claims = crate::refresh::payload(r.json()["id_token"].as_str().unwrap());
     assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]));
 }
+
+/// A reset link in Chromium: the form (screenshot), a new password, the confirmation.
+#[test]
+fn chromium_resets_a_password() {
+    if !available() {
+        return;
+    }
+    let s = Server::start(Backend::Sqlite);
+    user(&s, "rosa", &["--name", "Rosa Example"]);
+    let link = s.cli_json(&["user", "reset-link", "rosa", "--json"])["link"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wd = WebDriver::start();
+    wd.goto(&link);
+    wd.element("input[name=password][autocomplete=new-password]");
+    wd.screenshot("reset.png");
+    wd.type_into("input[name=password]", "harbour-lantern-mosaic");
+    wd.type_into("input[name=confirm]", "harbour-lantern-mosaic");
+    wd.click("button[type=submit]");
+    wd.wait_text("h1", "Your password has been changed");
+    wd.screenshot("password-changed.png");
+}

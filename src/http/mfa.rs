@@ -12,7 +12,7 @@ use super::authorize::{
     carried, client_ip, current_session, form_expired, page_params, posted, proceed, start_session,
     stored, throttled, with_csrf_cookie,
 };
-use super::pages::{error_page, error_page_back, page, render, Csrf};
+use super::pages::{error_page, error_page_back, notice_page, page, render, Csrf};
 use super::AppState;
 use crate::crypto::opaque;
 use crate::oauth::client::Client;
@@ -274,8 +274,7 @@ fn enrol_page(
 }
 
 fn already_on() -> HttpResponse {
-    error_page(
-        StatusCode::OK,
+    notice_page(
         "Two-step verification is on",
         "This account already asks for a code from your authenticator app at every sign-in.",
     )

@@ -29,6 +29,8 @@ pub struct ErrorPage<'a> {
     pub message: &'a str,
     /// Where "Back to sign in" leads, when we know the request to go back to.
     pub back: Option<&'a str>,
+    /// Something went wrong (a hint to start again is shown); false for a plain notice.
+    pub failed: bool,
 }
 
 /// A response builder with the page headers.
@@ -59,6 +61,20 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> HttpRespons
             title,
             message,
             back: None,
+            failed: true,
+        },
+    )
+}
+
+/// A page that tells something (a change done, a mail sent): the error page's look, no hint.
+pub fn notice_page(title: &str, message: &str) -> HttpResponse {
+    render(
+        page(StatusCode::OK),
+        &ErrorPage {
+            title,
+            message,
+            back: None,
+            failed: false,
         },
     )
 }
@@ -71,6 +87,7 @@ pub fn error_page_back(status: StatusCode, title: &str, message: &str, back: &st
             title,
             message,
             back: Some(back),
+            failed: true,
         },
     )
 }

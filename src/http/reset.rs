@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::authorize::{client_ip, form_expired, page_params, stored, throttled, with_csrf_cookie};
-use super::pages::{error_page, page, render, Csrf};
+use super::pages::{error_page, notice_page, page, render, Csrf};
 use super::AppState;
 use crate::crypto::{opaque, password};
 use crate::oauth::request::Params;
@@ -148,8 +148,7 @@ pub async fn reset_submit(
                     .user(user_id)
                     .detail("sessions and refresh tokens ended"),
             );
-            error_page(
-                StatusCode::OK,
+            notice_page(
                 "Your password has been changed",
                 "You are signed out everywhere. Go back to your application and sign in with the new password.",
             )
@@ -251,8 +250,7 @@ pub async fn forgot_submit(
     })
     .await;
     match stored(allowed) {
-        Ok(true) => error_page(
-            StatusCode::OK,
+        Ok(true) => notice_page(
             "Check your email",
             "If an account matches what you typed and has an email address, a link to reset its password is on its way. It works once, for 30 minutes.",
         ),
