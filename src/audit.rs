@@ -3,10 +3,11 @@
 //! never a secret, token, password or code.
 //!
 //! The server hands rows to a writer thread through a bounded queue, which writes them in
-//! batches (one transaction each), so the token endpoint does not wait for the database; the
-//! queue blocks when 10,000 rows are waiting. The CLI writes its rows directly.
+//! batches (one transaction each), so the token endpoint does not wait for the database. With
+//! 10,000 rows waiting, further rows are dropped (and logged as dropped) rather than block a
+//! request. The CLI writes its rows directly.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -122,11 +123,18 @@ impl Auditor {
         Ok(Self { queue })
     }
 
-    /// Log `event` and queue its row.
+    /// Log `event` and queue its row. Never blocks a request: with the queue full (the database
+    /// away or far behind) the row is dropped and said so; the log line stays.
     pub fn record(&self, event: AuditEvent) {
         event.log();
-        if self.queue.send(event).is_err() {
-            tracing::error!("audit writer is gone; the event is only in the log");
+        match self.queue.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(e)) => {
+                tracing::error!(event = %e.event, id = %e.id, "audit queue full; row only in the log");
+            }
+            Err(TrySendError::Disconnected(e)) => {
+                tracing::error!(event = %e.event, id = %e.id, "audit writer is gone; row only in the log");
+            }
         }
     }
 }

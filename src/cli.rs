@@ -365,7 +365,11 @@ fn audit(
     e.ip = Some("cli".into());
     let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     e.user_agent = Some(format!("portcullis-cli (os user {operator})"));
-    crate::audit::record_now(store, e)?;
+    // The change is made: a row that cannot be written must not hide its result (a secret
+    // shown only once). Say so on stderr.
+    if let Err(error) = crate::audit::record_now(store, e) {
+        eprintln!("warning: audit row not written: {error}");
+    }
     Ok(())
 }
 

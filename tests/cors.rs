@@ -109,6 +109,9 @@ fn api_endpoints_answer_registered_origins_only() {
         ("/login", "POST"),
         ("/consent", "POST"),
         ("/logout", "GET"),
+        ("/password/reset", "POST"),
+        ("/account/totp", "POST"),
+        ("/login/totp", "POST"),
     ] {
         let r = preflight(&s, path, APP, method);
         assert!(acao(&r).is_none(), "{path} sent CORS headers");

@@ -432,6 +432,24 @@ fn email_links_only_after_the_local_password(b: Backend) {
     assert_eq!(payload(t["id_token"].as_str().unwrap())["sub"], alice["id"]);
     assert!(by_username(&users(&s), "google:3002").is_none());
 
+    // alice then turns on TOTP: Google alone no longer signs her in; the code follows it.
+    let enrolled = s.cli_json(&["user", "totp", "alice", "--json"]);
+    let mut with_code = Browser::new(&s);
+    let (page, _) = through(&mut with_code, &params, "google");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(r#"name="mfa_token""#), "{}", page.body);
+    assert!(!with_code.cookies.keys().any(|k| k.contains("session")));
+    let fields = form_fields(&page.body, "/login/totp");
+    let code = totp_rs::Totp::from_url(enrolled["otpauth_uri"].as_str().unwrap())
+        .unwrap()
+        .generate_current()
+        .to_string();
+    let r = post_fields(&mut with_code, "/login/totp", &fields, &[("code", &code)]);
+    let t = redeem(&s, &id, &secret, &code_of(&r), Some(VERIFIER)).json();
+    let claims = payload(t["id_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], alice["id"]);
+    assert_eq!(claims["amr"], serde_json::json!(["fed", "otp", "mfa"]));
+
     // Declining to link keeps the accounts apart.
     user(&s, "bob", &["--email", "bob@example.com"]);
     google.set_person(Person::new("3003", Some("bob@example.com"), true));

@@ -107,8 +107,9 @@ impl Sealer {
     }
 }
 
-/// Write a new random key with `create_new` (a replica starting at the same moment reads the
-/// winner's file instead).
+/// Write a new random key: complete in a temporary file, then hard-linked into place, which
+/// fails if the name exists (a replica starting at the same moment reads the winner's file,
+/// never a half-written one).
 fn create_key_file(path: &Path) -> Result<String, SealError> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -116,20 +117,25 @@ fn create_key_file(path: &Path) -> Result<String, SealError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| SealError::Key(e.to_string()))?;
     }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(path) {
-        Ok(mut f) => {
-            f.write_all(text.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| SealError::Key(e.to_string()))?;
-            Ok(text)
-        }
+    let written = options
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SealError::Key(format!("{}: {e}", tmp.display())));
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             std::fs::read_to_string(path).map_err(|e| SealError::Key(e.to_string()))
         }

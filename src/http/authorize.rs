@@ -562,7 +562,7 @@ pub async fn login(
                     .client(&client.client_id)
                     .detail("second factor required"),
             );
-            return super::mfa::ask_second_factor(&state, &req, &params, &client, &u).await;
+            return super::mfa::ask_second_factor(&state, &req, &params, &client, &u, "pwd").await;
         }
         Ok(LoginOutcome::Throttled) => {
             tracing::info!(client_id = %client.client_id, "sign-in throttled for this address");

@@ -385,6 +385,15 @@ async fn sign_in(
         );
     }
     let (params, request, client) = pending;
+    // An account with a second factor gets it after the upstream too.
+    let (st, uid) = (state.clone(), user.id.clone());
+    match stored(web::block(move || st.store.find_totp(&uid)).await) {
+        Ok(Some(t)) if t.confirmed => {
+            return super::mfa::ask_second_factor(state, req, params, client, &user, "fed").await;
+        }
+        Ok(_) => {}
+        Err(resp) => return resp,
+    }
     let (hash, session, cookie) = match start_session(state, req, &user, vec!["fed".into()]).await {
         Ok(s) => s,
         Err(resp) => return resp,

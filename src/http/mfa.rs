@@ -17,7 +17,7 @@ use super::AppState;
 use crate::crypto::opaque;
 use crate::oauth::client::Client;
 use crate::oauth::request::Params;
-use crate::oauth::totp::{self, SecondFactorOutcome, AMR_MFA};
+use crate::oauth::totp::{self, SecondFactorOutcome};
 use crate::oauth::user::User;
 use crate::store::PendingMfa;
 
@@ -70,14 +70,15 @@ fn totp_page(
     )
 }
 
-/// After a right password for an account with TOTP: remember that (browser-bound, 5 minutes)
-/// and ask for the code.
+/// After a first factor (`pwd`, or `fed`) for an account with TOTP: remember that
+/// (browser-bound, 5 minutes) and ask for the code.
 pub(super) async fn ask_second_factor(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     params: &Params,
     client: &Client,
     user: &User,
+    first_factor: &str,
 ) -> HttpResponse {
     let csrf = Csrf::for_request(req, &state.config);
     let Some(browser_hash) = csrf.binding() else {
@@ -87,6 +88,7 @@ pub(super) async fn ask_second_factor(
     let pending = PendingMfa {
         id_hash: opaque::hash_secret(&token),
         user_id: user.id.clone(),
+        first_factor: first_factor.to_owned(),
         browser_hash,
         expires_at: state.clock.now() + PENDING_SECS,
     };
@@ -94,8 +96,9 @@ pub(super) async fn ask_second_factor(
     if let Err(resp) = stored(web::block(move || st.store.save_pending_mfa(&pending)).await) {
         return resp;
     }
-    tracing::info!(client_id = %client.client_id, user_id = %user.id, "password accepted; second factor asked");
-    totp_page(&csrf, client, params, &token, None, StatusCode::OK)
+    tracing::info!(client_id = %client.client_id, user_id = %user.id, "first factor accepted; second factor asked");
+    let resp = totp_page(&csrf, client, params, &token, None, StatusCode::OK);
+    with_csrf_cookie(resp, &csrf, state)
 }
 
 /// `POST /login/totp`: the code (or a recovery code) after the password.
@@ -178,7 +181,8 @@ pub async fn login_totp(
         Ok(false) => return form_expired(),
         Err(resp) => return resp,
     }
-    let amr = AMR_MFA.iter().map(|s| (*s).to_owned()).collect();
+    let amr = totp::amr_with_otp(&pending.first_factor);
+    let amr_text = amr.join(" ");
     let (hash, session, cookie) = match start_session(&state, &req, &user, amr).await {
         Ok(s) => s,
         Err(resp) => return resp,
@@ -189,7 +193,7 @@ pub async fn login_totp(
             .audit(&req, "login.success")
             .user(&user.id)
             .client(&client.client_id)
-            .detail("amr=pwd otp mfa"),
+            .detail(format!("amr={amr_text}")),
     );
     proceed(
         &state,
@@ -212,10 +216,24 @@ fn query_of(params: &Params) -> String {
     q.finish()
 }
 
-/// The signed-in person, or the page saying to sign in first.
+/// How recent the sign-in must be to change the second factor.
+const RECENT_SECS: i64 = 600;
+
+/// The person signed in with a password within the last 10 minutes, or a page saying to sign
+/// in (again) first: a session cookie alone, perhaps stolen hours ago, does not change the
+/// second factor.
 async fn signed_in(state: &web::Data<AppState>, req: &HttpRequest) -> Result<User, HttpResponse> {
     match current_session(state, req).await? {
-        Some((_, _, user)) if user.password_hash.is_some() => Ok(user),
+        Some((_, session, user)) if user.password_hash.is_some() => {
+            if session.auth_time + RECENT_SECS < state.clock.now() {
+                return Err(error_page(
+                    StatusCode::UNAUTHORIZED,
+                    "Sign in again first",
+                    "For your safety, two-step verification is set up within ten minutes of signing in. Sign in to an application again, then come back.",
+                ));
+            }
+            Ok(user)
+        }
         Some(_) => Err(error_page(
             StatusCode::FORBIDDEN,
             "Not available for this account",

@@ -204,52 +204,29 @@ pub async fn forgot_submit(
     let (st, now) = (state.clone(), state.clock.now());
     let event = state.audit(&req, "password.reset_requested");
     // Every request counts against the address's budget: no mail bombing.
-    let allowed = web::block(move || -> Result<bool, crate::store::StoreError> {
-        let login = &st.config.login;
-        let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
-        if !st
-            .store
-            .reserve_ip(&ip, now, i64::from(login.ip_window_secs), max)?
-        {
-            return Ok(false);
-        }
-        let user = match normalize_username(&typed) {
-            Ok(name) => st.store.find_user_by_username(&name)?,
-            Err(_) => None,
-        };
-        let user = match user {
-            Some(u) => Some(u),
-            None if typed.contains('@') => st
-                .store
-                .find_password_users_by_email(&typed)?
-                .into_iter()
-                .next(),
-            None => None,
-        };
-        let Some(user) = user.filter(|u| !u.locked && u.password_hash.is_some()) else {
-            st.record(event.detail("no matching account"));
-            return Ok(true);
-        };
-        let Some(email) = user.email.clone() else {
-            st.record(event.user(&user.id).detail("no email address"));
-            return Ok(true);
-        };
-        let (link, _) = create_link(&*st.store, st.config.base_url(), &user.id, now)?;
-        st.record(event.user(&user.id).detail("link mailed"));
-        let name = user.name.clone().unwrap_or_else(|| user.username.clone());
-        let st2 = st.clone();
-        // Sent after the answer: a slow mail server must not tell anyone the account exists.
-        std::thread::spawn(move || {
-            if let Some(mailer) = &st2.mailer {
-                if let Err(error) = mailer.send_reset(&email, &name, &link) {
-                    tracing::warn!(%error, "reset mail not sent");
-                }
+    // Every request counts against the address's budget: no mail bombing from one place.
+    let reserve = {
+        let st = st.clone();
+        web::block(move || {
+            let login = &st.config.login;
+            let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
+            st.store
+                .reserve_ip(&ip, now, i64::from(login.ip_window_secs), max)
+        })
+        .await
+    };
+    let allowed = stored(reserve);
+    if let Ok(true) = allowed {
+        // The answer does not wait for the lookup, the link or the mail: whether the account
+        // exists changes neither the page nor its timing.
+        actix_web::rt::spawn(async move {
+            let sent = web::block(move || mail_link(&st, &typed, now, event)).await;
+            if let Ok(Err(error)) = sent {
+                tracing::warn!(%error, "reset link not prepared");
             }
         });
-        Ok(true)
-    })
-    .await;
-    match stored(allowed) {
+    }
+    match allowed {
         Ok(true) => notice_page(
             "Check your email",
             "If an account matches what you typed and has an email address, a link to reset its password is on its way. It works once, for 30 minutes.",
@@ -257,4 +234,46 @@ pub async fn forgot_submit(
         Ok(false) => throttled(),
         Err(resp) => resp,
     }
+}
+
+/// Find the account `typed` names (username, or email of a local account), and mail it a link.
+fn mail_link(
+    st: &AppState,
+    typed: &str,
+    now: crate::clock::UnixTime,
+    event: crate::audit::AuditEvent,
+) -> Result<(), crate::store::StoreError> {
+    let user = match normalize_username(typed) {
+        Ok(name) => st.store.find_user_by_username(&name)?,
+        Err(_) => None,
+    };
+    let user = match user {
+        Some(u) => Some(u),
+        None if typed.contains('@') => st
+            .store
+            .find_password_users_by_email(typed)?
+            .into_iter()
+            .next(),
+        None => None,
+    };
+    let Some(user) = user.filter(|u| !u.locked && u.password_hash.is_some()) else {
+        st.record(event.detail("no matching account"));
+        return Ok(());
+    };
+    let Some(email) = user.email.clone() else {
+        st.record(event.user(&user.id).detail("no email address"));
+        return Ok(());
+    };
+    let (link, _) = create_link(&*st.store, st.config.base_url(), &user.id, now)?;
+    let name = user.name.clone().unwrap_or_else(|| user.username.clone());
+    if let Some(mailer) = &st.mailer {
+        match mailer.send_reset(&email, &name, &link) {
+            Ok(()) => st.record(event.user(&user.id).detail("link mailed")),
+            Err(error) => {
+                tracing::warn!(%error, "reset mail not sent");
+                st.record(event.user(&user.id).detail("mail failed"));
+            }
+        }
+    }
+    Ok(())
 }

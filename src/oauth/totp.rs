@@ -21,8 +21,11 @@ const SECRET_BYTES: usize = 20;
 pub const RECOVERY_CODES: usize = 10;
 /// The issuer label shown in authenticator apps.
 pub const ISSUER_LABEL: &str = "Portcullis";
-/// `amr` after a password and a TOTP code (DESIGN.md).
-pub const AMR_MFA: [&str; 3] = ["pwd", "otp", "mfa"];
+/// `amr` after a first factor (`pwd` in DESIGN.md, or `fed`) and a TOTP code.
+pub fn amr_with_otp(first_factor: &str) -> Vec<String> {
+    let first = if first_factor == "fed" { "fed" } else { "pwd" };
+    vec![first.to_owned(), "otp".to_owned(), "mfa".to_owned()]
+}
 
 /// A new random seed.
 pub fn new_secret() -> Vec<u8> {

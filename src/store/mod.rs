@@ -418,8 +418,10 @@ pub struct TotpRecord {
 pub struct PendingMfa {
     /// SHA-256 of the token in the second-factor form.
     pub id_hash: String,
-    /// Who gave the right password.
+    /// Who passed the first factor.
     pub user_id: String,
+    /// Which: `pwd`, or `fed` (Google / GitHub).
+    pub first_factor: String,
     /// The browser they gave it in.
     pub browser_hash: String,
     /// Unusable from then on.
@@ -488,10 +490,10 @@ pub trait ResetStore: Send + Sync {
     ) -> StoreResult<()>;
     /// A link by its hash.
     fn find_reset(&self, token_hash: &str) -> StoreResult<Option<ResetRecord>>;
-    /// In one transaction: use the link (once, before expiry), set the password hash, end the
-    /// lockout, delete the user's sessions and revoke their refresh-token families with the
-    /// access tokens issued from them. False (and nothing changed) when the link is used,
-    /// expired or unknown.
+    /// In one transaction: use the link (once, before expiry), set the password hash, delete
+    /// the user's sessions and pending second-factor steps, spend their unredeemed codes and
+    /// revoke their refresh-token families with the access tokens issued from them (a lockout
+    /// stays). `None` (and nothing changed) when the link is used, expired or unknown.
     fn complete_reset(
         &self,
         token_hash: &str,

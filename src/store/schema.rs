@@ -173,6 +173,7 @@ diesel::table! {
     pending_mfa (id_hash) {
         id_hash -> Text,
         user_id -> Text,
+        first_factor -> Text,
         browser_hash -> Text,
         expires_at -> BigInt,
     }

@@ -17,11 +17,12 @@ CREATE TABLE recovery_codes (
     PRIMARY KEY (user_id, code_hash)
 );
 
--- A password accepted, the second factor not yet: by SHA-256 of the token in the form, bound
--- to the browser, short-lived.
+-- A first factor accepted (`pwd`, or `fed` for Google / GitHub), the second not yet: by
+-- SHA-256 of the token in the form, bound to the browser, short-lived.
 CREATE TABLE pending_mfa (
     id_hash      TEXT   NOT NULL PRIMARY KEY,
     user_id      TEXT   NOT NULL,
+    first_factor TEXT   NOT NULL,
     browser_hash TEXT   NOT NULL,
     expires_at   BIGINT NOT NULL
 );

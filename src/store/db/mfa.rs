@@ -174,6 +174,7 @@ impl MfaStore for DbStore {
             .values((
                 pending_mfa::id_hash.eq(&p.id_hash),
                 pending_mfa::user_id.eq(&p.user_id),
+                pending_mfa::first_factor.eq(&p.first_factor),
                 pending_mfa::browser_hash.eq(&p.browser_hash),
                 pending_mfa::expires_at.eq(p.expires_at),
             ))
@@ -186,15 +187,18 @@ impl MfaStore for DbStore {
         pending_mfa::table
             .find(id_hash)
             .filter(pending_mfa::expires_at.gt(now))
-            .first::<(String, String, String, i64)>(&mut *self.conn()?)
+            .first::<(String, String, String, String, i64)>(&mut *self.conn()?)
             .optional()
             .map(|r| {
-                r.map(|(id_hash, user_id, browser_hash, expires_at)| PendingMfa {
-                    id_hash,
-                    user_id,
-                    browser_hash,
-                    expires_at,
-                })
+                r.map(
+                    |(id_hash, user_id, first_factor, browser_hash, expires_at)| PendingMfa {
+                        id_hash,
+                        user_id,
+                        first_factor,
+                        browser_hash,
+                        expires_at,
+                    },
+                )
             })
             .map_err(db_err)
     }

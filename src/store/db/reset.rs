@@ -2,7 +2,9 @@
 
 use diesel::prelude::*;
 
-use super::super::schema::{password_resets, refresh_tokens, sessions, users};
+use super::super::schema::{
+    authorization_codes, password_resets, pending_mfa, refresh_tokens, sessions, users,
+};
 use super::{db_err, revoke_family_in, DbStore};
 use crate::clock::UnixTime;
 use crate::store::{ResetRecord, ResetStore, StoreResult};
@@ -72,17 +74,24 @@ impl ResetStore for DbStore {
                 .find(token_hash)
                 .select(password_resets::user_id)
                 .first(c)?;
+            // A lockout stays: a reset link must not buy an attacker new second-factor guesses.
             let n = diesel::update(users::table.find(&user_id))
-                .set((
-                    users::password_hash.eq(Some(password_hash)),
-                    users::failed_logins.eq(0),
-                    users::locked_until.eq(None::<i64>),
-                ))
+                .set(users::password_hash.eq(Some(password_hash)))
                 .execute(c)?;
             if n == 0 {
                 return Ok(None);
             }
             diesel::delete(sessions::table.filter(sessions::user_id.eq(&user_id))).execute(c)?;
+            diesel::delete(pending_mfa::table.filter(pending_mfa::user_id.eq(&user_id)))
+                .execute(c)?;
+            // Codes not yet redeemed are spent: none may start a family after the reset.
+            diesel::update(
+                authorization_codes::table
+                    .filter(authorization_codes::user_id.eq(&user_id))
+                    .filter(authorization_codes::consumed_at.is_null()),
+            )
+            .set(authorization_codes::consumed_at.eq(Some(now)))
+            .execute(c)?;
             let families: Vec<String> = refresh_tokens::table
                 .filter(refresh_tokens::user_id.eq(&user_id))
                 .filter(refresh_tokens::revoked.eq(false))
