@@ -96,6 +96,39 @@ fn api_endpoints_answer_registered_origins_only() {
     let evil = from(Some(EVIL));
     assert!(acao(&evil).is_none());
     assert_eq!(from(None).status, 200);
+    // Another client's origin may not act for this one, even with its credentials.
+    let (other, other_secret) = s.client(&[
+        "--name",
+        "Other app",
+        "--redirect-uri",
+        "https://other.example.net/cb",
+        "--grant-type",
+        "client_credentials",
+        "--grant-type",
+        "authorization_code",
+    ]);
+    let other_basic = crate::common::basic_header(&other, &other_secret);
+    let r: Resp = agent()
+        .post(&s.url("/token"))
+        .set("Authorization", &other_basic)
+        .set("Origin", APP)
+        .send_form(&form)
+        .into();
+    r.assert_error(400, "unauthorized_client");
+    let r: Resp = agent()
+        .post(&s.url("/introspect"))
+        .set("Authorization", &other_basic)
+        .set("Origin", APP)
+        .send_form(&[("token", "x")])
+        .into();
+    r.assert_error(400, "unauthorized_client");
+    let r: Resp = agent()
+        .post(&s.url("/token"))
+        .set("Authorization", &other_basic)
+        .set("Origin", "https://other.example.net")
+        .send_form(&form)
+        .into();
+    assert_eq!(r.status, 200, "its own origin: {}", r.body);
     let jwks: Resp = agent()
         .get(&s.url("/jwks"))
         .set("Origin", SPA)

@@ -11,6 +11,35 @@ use actix_web::http::{header, Method};
 
 use crate::store::{ClientStore, StoreResult};
 
+/// Whether a request may act for `client` from where it comes: no `Origin` (not a browser), or
+/// one of the client's own origins. The middleware admits the origins of all clients; this
+/// narrows the token, introspection and revocation endpoints to the authenticated client's.
+pub fn origin_allowed(req: &actix_web::HttpRequest, client: &crate::oauth::client::Client) -> bool {
+    match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => client.cors_origins().any(|o| o == origin),
+        Some(Err(_)) => false,
+    }
+}
+
+fn foreign_origin() -> crate::oauth::error::OAuthError {
+    crate::oauth::error::OAuthError::unauthorized_client(
+        "requests from this origin are not allowed for this client",
+    )
+}
+
+/// [`origin_allowed`] as an error.
+pub fn check_origin(
+    req: &actix_web::HttpRequest,
+    client: &crate::oauth::client::Client,
+) -> Result<(), crate::oauth::error::OAuthError> {
+    if origin_allowed(req, client) {
+        Ok(())
+    } else {
+        Err(foreign_origin())
+    }
+}
+
 /// The origins all clients allow, shared by the workers.
 #[derive(Debug, Clone, Default)]
 pub struct CorsOrigins(Arc<RwLock<HashSet<String>>>);
