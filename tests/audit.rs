@@ -178,6 +178,16 @@ fn refresh_reuse_attack_is_audited(b: Backend) {
         find(&rows, "token.refused")["detail"],
         "error=invalid_grant"
     );
+
+    // A refused authorization request (here prompt=none without a session).
+    let none = auth_params(&id, "notes:read", &[("prompt", "none")]);
+    let r = Browser::new(&s).get(&format!("/authorize?{}", query(&none)));
+    assert_eq!(r.status, 303);
+    let rows = wait_for(&s, &[], &["authorize.refused"]);
+    assert_eq!(
+        find(&rows, "authorize.refused")["detail"],
+        "error=login_required"
+    );
 }
 
 fn operator_changes_are_audited_and_the_table_is_append_only(b: Backend) {

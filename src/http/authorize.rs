@@ -150,7 +150,16 @@ fn redirect_error(
     see_other(&redirect_with(redirect_uri, &pairs))
 }
 
-pub(super) fn authorize_error(state: &AppState, e: AuthorizeError) -> HttpResponse {
+pub(super) fn authorize_error(
+    state: &AppState,
+    req: &HttpRequest,
+    e: AuthorizeError,
+) -> HttpResponse {
+    let detail = match &e {
+        AuthorizeError::Page(_) => "error=invalid_request (no redirect)".to_owned(),
+        AuthorizeError::Redirect { error, .. } => format!("error={}", error.code.as_str()),
+    };
+    state.record(state.audit(req, "authorize.refused").detail(detail));
     match e {
         AuthorizeError::Page(message) => {
             tracing::info!(%message, "authorization request refused without redirect");
@@ -271,7 +280,7 @@ pub async fn authorize(
     };
     let request = match AuthorizationRequest::validate(&params, client.as_deref()) {
         Ok(r) => r,
-        Err(e) => return authorize_error(&state, e),
+        Err(e) => return authorize_error(&state, &req, e),
     };
     let Some(client) = client else {
         return unavailable();
@@ -316,6 +325,7 @@ pub(super) async fn proceed(
 /// redirect. Expired hints are fine (OIDC Core 3.1.2.1).
 fn hint_mismatch(
     state: &AppState,
+    req: &HttpRequest,
     request: &AuthorizationRequest,
     user: Option<&User>,
 ) -> Result<bool, HttpResponse> {
@@ -333,6 +343,7 @@ fn hint_mismatch(
     ) {
         Err(_) => Err(authorize_error(
             state,
+            req,
             request.error(ErrorCode::InvalidRequest, "id_token_hint is not valid"),
         )),
         Ok(c) => Ok(user.is_some_and(|u| c.sub != u.id)),
@@ -356,13 +367,14 @@ async fn next_step(
             tracing::info!(client_id = %client.client_id, user_id = %user.id, "user lacks the client's required role");
             state.record(
                 state
-                    .audit(req, "authorize.refused")
+                    .audit(req, "access.role_missing")
                     .user(&user.id)
                     .client(&client.client_id)
                     .detail("required role missing"),
             );
             return authorize_error(
                 state,
+                req,
                 request.error(
                     ErrorCode::AccessDenied,
                     "the user may not use this application",
@@ -370,7 +382,7 @@ async fn next_step(
             );
         }
     }
-    let mismatch = match hint_mismatch(state, request, session.as_ref().map(|(_, _, u)| u)) {
+    let mismatch = match hint_mismatch(state, req, request, session.as_ref().map(|(_, _, u)| u)) {
         Ok(m) => m,
         Err(resp) => return resp,
     };
@@ -390,7 +402,7 @@ async fn next_step(
         hint_mismatch: mismatch,
     });
     match decide(request, client, signed_in, approved.as_deref(), now) {
-        Err(e) => authorize_error(state, e),
+        Err(e) => authorize_error(state, req, e),
         Ok(Next::Login) => login_page(
             state,
             csrf,
@@ -492,7 +504,7 @@ pub(super) async fn posted(
     }
     let client = load_client(state, params.get("client_id")).await?;
     let request = AuthorizationRequest::validate(&params, client.as_deref())
-        .map_err(|e| authorize_error(state, e))?;
+        .map_err(|e| authorize_error(state, req, e))?;
     let client = client.ok_or_else(unavailable)?;
     Ok((params, request, client))
 }
@@ -715,6 +727,7 @@ pub async fn consent(
     if !client.admits(&user.roles) {
         return authorize_error(
             &state,
+            &req,
             request.error(
                 ErrorCode::AccessDenied,
                 "the user may not use this application",
@@ -748,7 +761,7 @@ pub async fn consent(
     }
     // The request's sign-in requirements hold at this POST too (prompt=login, max_age,
     // id_token_hint): a stale sign-in goes back to the login page.
-    let mismatch = match hint_mismatch(&state, &request, Some(&user)) {
+    let mismatch = match hint_mismatch(&state, &req, &request, Some(&user)) {
         Ok(m) => m,
         Err(resp) => return resp,
     };
@@ -762,7 +775,7 @@ pub async fn consent(
         Ok(false) => {
             return proceed(&state, &req, &params, &request, &client, None, false, None).await;
         }
-        Err(e) => return authorize_error(&state, e),
+        Err(e) => return authorize_error(&state, &req, e),
     }
     let (st, uid, cid) = (state.clone(), user.id.clone(), client.client_id.clone());
     let scopes: Vec<String> = request.scope.iter().map(str::to_owned).collect();
