@@ -21,7 +21,7 @@ use crate::oauth::scope::is_scope_token;
 use crate::oauth::totp;
 use crate::oauth::user::{check_password_policy, lookup_username, normalize_username, User};
 use crate::store::db::DbStore;
-use crate::store::{AuditStore, ClientStore, MfaStore, StoreError, UserStore};
+use crate::store::{AuditStore, ClientStore, MfaStore, SessionStore, StoreError, UserStore};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -921,12 +921,14 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 &totp::recovery_hashes(&codes),
                 now,
             )?;
+            // Sessions that began without the code end.
+            let ended = store.delete_user_sessions(&user.id, None)?;
             audit(
                 &store,
                 "mfa.enrolled",
                 Some(&user.id),
                 None,
-                Some("by operator".into()),
+                Some(format!("by operator; sessions_ended={ended}")),
             )?;
             let b32 = totp::base32(&secret);
             if u.json {

@@ -244,6 +244,9 @@ fn enrolment_on_the_page(b: Backend) {
     assert_eq!(r.status, 401, "{}", r.body);
 
     let mut browser = Browser::new(&s);
+    let mut elsewhere = Browser::new(&s);
+    let r = password_step(&mut elsewhere, &params, "carol");
+    assert_eq!(r.status, 303, "{}", r.body);
     let r = password_step(&mut browser, &params, "carol");
     assert_eq!(r.status, 303, "no second factor yet: {}", r.body);
     let page = browser.get("/account/totp");
@@ -272,6 +275,13 @@ fn enrolment_on_the_page(b: Backend) {
         .filter_map(|p| p.split("</code>").next())
         .collect();
     assert_eq!(codes.len(), 10, "{}", r.body);
+    // The other browser's session began without a code: it ended; this one stays.
+    let silent = auth_params(&id, "openid ledger:read", &[("prompt", "none")]);
+    let r = elsewhere.get(&format!("/authorize?{}", query(&silent)));
+    assert_eq!(location_params(&r).1["error"], "login_required");
+    let r = browser.get(&format!("/authorize?{}", query(&silent)));
+    assert!(location_params(&r).1.contains_key("code"));
+
     // Enrolled: the page no longer offers a new seed, and sign-in asks for a code.
     let again = browser.get("/account/totp");
     assert!(again.body.contains("is on"), "{}", again.body);

@@ -222,9 +222,12 @@ const RECENT_SECS: i64 = 600;
 /// The person signed in with a password within the last 10 minutes, or a page saying to sign
 /// in (again) first: a session cookie alone, perhaps stolen hours ago, does not change the
 /// second factor.
-async fn signed_in(state: &web::Data<AppState>, req: &HttpRequest) -> Result<User, HttpResponse> {
+async fn signed_in(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+) -> Result<(String, User), HttpResponse> {
     match current_session(state, req).await? {
-        Some((_, session, user)) if user.password_hash.is_some() => {
+        Some((hash, session, user)) if user.password_hash.is_some() => {
             if session.auth_time + RECENT_SECS < state.clock.now() {
                 return Err(error_page(
                     StatusCode::UNAUTHORIZED,
@@ -232,7 +235,7 @@ async fn signed_in(state: &web::Data<AppState>, req: &HttpRequest) -> Result<Use
                     "For your safety, two-step verification is set up within ten minutes of signing in. Sign in to an application again, then come back.",
                 ));
             }
-            Ok(user)
+            Ok((hash, user))
         }
         Some(_) => Err(error_page(
             StatusCode::FORBIDDEN,
@@ -300,7 +303,7 @@ fn already_on() -> HttpResponse {
 
 /// `GET /account/totp`: a new seed, its QR code, and the form for the first code.
 pub async fn enrol_start(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let user = match signed_in(&state, &req).await {
+    let (_, user) = match signed_in(&state, &req).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
@@ -331,7 +334,7 @@ pub async fn enrol_confirm(
     if !csrf.check("totp-enrol", params.get("csrf_token")) {
         return form_expired();
     }
-    let user = match signed_in(&state, &req).await {
+    let (session_hash, user) = match signed_in(&state, &req).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
@@ -364,12 +367,27 @@ pub async fn enrol_confirm(
     let codes = totp::new_recovery_codes();
     let hashes = totp::recovery_hashes(&codes);
     let (st, uid) = (state.clone(), user.id.clone());
-    match stored(web::block(move || st.store.confirm_totp(&uid, step, &hashes)).await) {
-        Ok(true) => {}
-        Ok(false) => return already_on(),
+    // The person's other sessions began without the code: they end (this one stays).
+    let confirmed = web::block(move || -> Result<Option<usize>, crate::store::StoreError> {
+        if !st.store.confirm_totp(&uid, step, &hashes)? {
+            return Ok(None);
+        }
+        st.store
+            .delete_user_sessions(&uid, Some(&session_hash))
+            .map(Some)
+    })
+    .await;
+    let ended = match stored(confirmed) {
+        Ok(Some(n)) => n,
+        Ok(None) => return already_on(),
         Err(resp) => return resp,
-    }
+    };
     tracing::info!(user_id = %user.id, "TOTP enrolled");
-    state.record(state.audit(&req, "mfa.enrolled").user(&user.id));
+    state.record(
+        state
+            .audit(&req, "mfa.enrolled")
+            .user(&user.id)
+            .detail(format!("other_sessions_ended={ended}")),
+    );
     render(page(StatusCode::OK), &RecoveryPage { codes: &codes })
 }

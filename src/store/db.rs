@@ -705,6 +705,17 @@ impl SessionStore for DbStore {
         }))
     }
 
+    fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<usize> {
+        let mine = sessions::table.filter(sessions::user_id.eq(user_id));
+        match keep {
+            Some(k) => {
+                diesel::delete(mine.filter(sessions::id_hash.ne(k))).execute(&mut *self.conn()?)
+            }
+            None => diesel::delete(mine).execute(&mut *self.conn()?),
+        }
+        .map_err(db_err)
+    }
+
     fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
         diesel::delete(sessions::table.find(id_hash))
             .execute(&mut *self.conn()?)

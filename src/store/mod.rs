@@ -138,6 +138,8 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Option<Session>>;
     /// End a session.
     fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+    /// End every session of `user_id` but `keep` (a hash); how many ended.
+    fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<usize>;
 }
 
 /// An authorization code as stored.
