@@ -7,6 +7,7 @@
 //! 10,000 rows waiting, further rows are dropped (and logged as dropped) rather than block a
 //! request. The CLI writes its rows directly.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -111,35 +112,56 @@ pub struct AuditFilter {
 #[derive(Debug, Clone)]
 pub struct Auditor {
     queue: SyncSender<AuditEvent>,
+    /// Rows queued and not yet written (or given up).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Auditor {
     /// Start the writer thread over `store`.
     pub fn start(store: Arc<dyn AuditStore>) -> std::io::Result<Self> {
         let (queue, rx) = sync_channel(QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let left = pending.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_loop(&*store, &rx))?;
-        Ok(Self { queue })
+            .spawn(move || write_loop(&*store, &rx, &left))?;
+        Ok(Self { queue, pending })
+    }
+
+    /// Wait (blocking) until every queued row is written, at most `timeout`; whether it was.
+    pub fn drain(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.pending.load(Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
     }
 
     /// Log `event` and queue its row. Never blocks a request: with the queue full (the database
     /// away or far behind) the row is dropped and said so; the log line stays.
     pub fn record(&self, event: AuditEvent) {
         event.log();
-        match self.queue.try_send(event) {
-            Ok(()) => {}
-            Err(TrySendError::Full(e)) => {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let refused = match self.queue.try_send(event) {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+        match refused {
+            TrySendError::Full(e) => {
                 tracing::error!(event = %e.event, id = %e.id, "audit queue full; row only in the log");
             }
-            Err(TrySendError::Disconnected(e)) => {
+            TrySendError::Disconnected(e) => {
                 tracing::error!(event = %e.event, id = %e.id, "audit writer is gone; row only in the log");
             }
         }
     }
 }
 
-fn write_loop(store: &dyn AuditStore, rx: &Receiver<AuditEvent>) {
+fn write_loop(store: &dyn AuditStore, rx: &Receiver<AuditEvent>, pending: &AtomicUsize) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -164,6 +186,7 @@ fn write_loop(store: &dyn AuditStore, rx: &Receiver<AuditEvent>) {
                 }
             }
         }
+        pending.fetch_sub(batch.len(), Ordering::SeqCst);
     }
 }
 

@@ -20,6 +20,7 @@ mod reset;
 mod robustness;
 mod roles;
 mod schema;
+mod shutdown;
 mod signin;
 mod token;
 mod users;

@@ -43,6 +43,10 @@ use error::ApiError;
 const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
 /// How often the key folder is checked for changes.
 const KEY_REFRESH: Duration = Duration::from_secs(5);
+/// How long in-flight requests may run after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How long queued audit rows may take to be written at shutdown.
+const AUDIT_DRAIN: Duration = Duration::from_secs(5);
 /// How often expired rows are purged, and how many per statement.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 const PURGE_BATCH: i64 = 1_000;
@@ -307,11 +311,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .configure(|cfg| routes(cfg, &origins))
             .default_service(web::to(not_found))
     })
+    // SIGTERM / SIGINT: stop accepting, let in-flight requests finish for up to this long (an
+    // upstream call takes at most 10 s), then stop.
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
     .bind(&bind)?;
     for addr in server.addrs() {
         tracing::info!(%addr, issuer = %state.config.issuer, "listening");
     }
     server.run().await?;
+    // The audit rows still queued are written before the process ends.
+    let st = state.clone();
+    let drained = web::block(move || st.auditor.drain(AUDIT_DRAIN)).await?;
+    if !drained {
+        tracing::warn!("stopped with audit rows still queued (they are in the log)");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

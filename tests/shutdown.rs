@@ -1,0 +1,85 @@
+//! Graceful shutdown: SIGTERM stops accepting, lets a request in flight finish, writes the
+//! queued audit rows and exits 0.
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::common::upstream::{Fault, Person, Upstream};
+use crate::common::{Backend, ServerBuilder};
+use crate::signin::{auth_params, Browser, REDIRECT};
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    // A request that stays in flight for 10 s: a sign-in waiting on a slow upstream.
+    let google = Upstream::google();
+    let mut sb = ServerBuilder::new(Backend::Sqlite);
+    for (k, v) in google.google_env() {
+        sb = sb.env(&k, &v);
+    }
+    let mut s = sb.start();
+    let (id, _) = s.client(&["--redirect-uri", REDIRECT, "--skip-consent"]);
+    let params = auth_params(&id, "openid", &[]);
+    google.set_person(Person::new("9100", None, false));
+    google.set_fault(Fault::TokenSlow);
+    let mut browser = Browser::new(&s);
+    let login = browser.get(&format!("/authorize?{}", crate::signin::query(&params)));
+    let csrf = crate::signin::hidden(
+        &login.body[login.body.find("action=\"/login/google\"").unwrap()..],
+        "csrf_token",
+    )
+    .unwrap();
+    let mut form: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    form.push(("csrf_token", &csrf));
+    let to_google = browser.post("/login/google", &form);
+    let at_google = browser.get_url(to_google.header("location").unwrap());
+    let callback = at_google.header("location").unwrap().to_owned();
+    let cookies = browser.cookie_header();
+    let in_flight = std::thread::spawn(move || {
+        let started = Instant::now();
+        let r = crate::common::agent()
+            .get(&callback)
+            .set("Cookie", &cookies)
+            .call();
+        let status = match r {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("the request in flight was cut: {e}"),
+        };
+        (status, started.elapsed())
+    });
+
+    std::thread::sleep(Duration::from_millis(1_000));
+    let signalled = Instant::now();
+    s.sigterm();
+    // No new connections once stopping (the listener closes).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, took) = in_flight.join().unwrap();
+    assert_eq!(
+        status, 504,
+        "the request in flight finished with its answer"
+    );
+    assert!(took >= Duration::from_secs(9), "{took:?}");
+    let exit = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits by itself");
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    let logs = s.logs();
+    assert!(logs.contains("stopped"), "{logs}");
+    // The sign-in's audit rows were written before exit.
+    let rows = s.cli_json(&["audit", "list", "--json"]);
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event"] == "login.failure"),
+        "{rows}"
+    );
+}
