@@ -16,6 +16,7 @@ mod logout;
 mod mfa;
 mod refresh;
 mod relying_party;
+mod replicas;
 mod reset;
 mod robustness;
 mod roles;

@@ -108,6 +108,11 @@ impl<'a> Browser<'a> {
         self.run(agent().get(url), None)
     }
 
+    /// POST to an absolute URL (another replica).
+    pub fn post_url(&mut self, url: &str, form: &[(&str, &str)]) -> Resp {
+        self.run(agent().post(url), Some(form))
+    }
+
     pub fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Resp {
         let url = self.server.url(path);
         self.run(agent().post(&url), Some(form))
