@@ -489,6 +489,23 @@ async fn issue_code(
     see_other(&redirect_with(&request.redirect_uri, &pairs))
 }
 
+/// A posted page form whose CSRF token for `purpose` checks out, checked before anything else
+/// is read; the browser's CSRF state comes with it.
+pub(super) async fn csrf_form(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    purpose: &str,
+) -> Result<(Params, Csrf), HttpResponse> {
+    let params = page_params(req, payload).await?;
+    let csrf = Csrf::for_request(req, &state.config);
+    if !csrf.check(purpose, params.get("csrf_token")) {
+        tracing::info!(purpose, "CSRF check failed");
+        return Err(form_expired());
+    }
+    Ok((params, csrf))
+}
+
 /// Re-validate a posted form's authorization request; the CSRF token is checked first.
 pub(super) async fn posted(
     state: &web::Data<AppState>,
@@ -496,12 +513,7 @@ pub(super) async fn posted(
     payload: web::Payload,
     purpose: &str,
 ) -> Result<(Params, AuthorizationRequest, Arc<Client>), HttpResponse> {
-    let params = page_params(req, payload).await?;
-    let csrf = Csrf::for_request(req, &state.config);
-    if !csrf.check(purpose, params.get("csrf_token")) {
-        tracing::info!(purpose, "CSRF check failed");
-        return Err(form_expired());
-    }
+    let (params, _) = csrf_form(state, req, payload, purpose).await?;
     let client = load_client(state, params.get("client_id")).await?;
     let request = AuthorizationRequest::validate(&params, client.as_deref())
         .map_err(|e| authorize_error(state, req, e))?;

@@ -16,7 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::authorize::{
-    carried, client_ip, form_expired, load_client, page_params, posted, proceed, see_other,
+    carried, client_ip, csrf_form, form_expired, load_client, posted, proceed, see_other,
     start_session, stored, throttled, with_csrf_cookie, LOGIN_FAILED,
 };
 use super::pages::{error_page, error_page_back, page, render, Csrf};
@@ -527,15 +527,10 @@ pub async fn link(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let params = match page_params(&req, payload).await {
-        Ok(p) => p,
+    let (params, csrf) = match csrf_form(&state, &req, payload, "link").await {
+        Ok(f) => f,
         Err(resp) => return resp,
     };
-    let csrf = Csrf::for_request(&req, &state.config);
-    if !csrf.check("link", params.get("csrf_token")) {
-        tracing::info!(purpose = "link", "CSRF check failed");
-        return form_expired();
-    }
     let browser_hash = csrf.binding().unwrap_or_default();
     let token = params.get("link_token").unwrap_or("").to_owned();
     let now = state.clock.now();

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::authorize::{
-    carried, client_ip, current_session, form_expired, page_params, posted, proceed, start_session,
+    carried, client_ip, csrf_form, current_session, form_expired, posted, proceed, start_session,
     stored, throttled, with_csrf_cookie,
 };
 use super::pages::{error_page, error_page_back, notice_page, page, render, Csrf};
@@ -326,14 +326,10 @@ pub async fn enrol_confirm(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let params = match page_params(&req, payload).await {
-        Ok(p) => p,
+    let (params, csrf) = match csrf_form(&state, &req, payload, "totp-enrol").await {
+        Ok(f) => f,
         Err(resp) => return resp,
     };
-    let csrf = Csrf::for_request(&req, &state.config);
-    if !csrf.check("totp-enrol", params.get("csrf_token")) {
-        return form_expired();
-    }
     let (session_hash, user) = match signed_in(&state, &req).await {
         Ok(u) => u,
         Err(resp) => return resp,

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::authorize::{client_ip, form_expired, page_params, stored, throttled, with_csrf_cookie};
+use super::authorize::{client_ip, csrf_form, stored, throttled, with_csrf_cookie};
 use super::pages::{error_page, notice_page, page, render, Csrf};
 use super::AppState;
 use crate::crypto::{opaque, password};
@@ -98,14 +98,10 @@ pub async fn reset_submit(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let params = match page_params(&req, payload).await {
-        Ok(p) => p,
+    let (params, csrf) = match csrf_form(&state, &req, payload, "reset").await {
+        Ok(f) => f,
         Err(resp) => return resp,
     };
-    let csrf = Csrf::for_request(&req, &state.config);
-    if !csrf.check("reset", params.get("csrf_token")) {
-        return form_expired();
-    }
     let token = params.get("token").unwrap_or("").to_owned();
     let (hash, user) = match live_link(&state, &token).await {
         Ok(l) => l,
@@ -191,14 +187,10 @@ pub async fn forgot_submit(
     if state.mailer.is_none() {
         return no_mail();
     }
-    let params = match page_params(&req, payload).await {
-        Ok(p) => p,
+    let (params, _) = match csrf_form(&state, &req, payload, "forgot").await {
+        Ok(f) => f,
         Err(resp) => return resp,
     };
-    let csrf = Csrf::for_request(&req, &state.config);
-    if !csrf.check("forgot", params.get("csrf_token")) {
-        return form_expired();
-    }
     let typed = params.get("account").unwrap_or("").trim().to_owned();
     let ip = client_ip(&req, state.config.login.trust_forwarded_for);
     let (st, now) = (state.clone(), state.clock.now());

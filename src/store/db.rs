@@ -408,26 +408,30 @@ fn row_to_user(r: UserRow) -> StoreResult<User> {
     })
 }
 
+/// Insert `u` (also used inside the federation transaction).
+fn insert_user(c: &mut AnyConnection, u: &User) -> QueryResult<usize> {
+    use users::dsl as t;
+    diesel::insert_into(users::table)
+        .values((
+            t::id.eq(&u.id),
+            t::username.eq(&u.username),
+            t::email.eq(&u.email),
+            t::name.eq(&u.name),
+            t::phone_number.eq(&u.phone_number),
+            t::address.eq(&u.address),
+            t::roles.eq(to_json(&u.roles)),
+            t::password_hash.eq(&u.password_hash),
+            t::locked.eq(u.locked),
+            t::failed_logins.eq(u.failed_logins),
+            t::locked_until.eq(u.locked_until),
+            t::created_at.eq(u.created_at),
+        ))
+        .execute(c)
+}
+
 impl UserStore for DbStore {
     fn create_user(&self, u: &User) -> StoreResult<()> {
-        use users::dsl as t;
-        diesel::insert_into(users::table)
-            .values((
-                t::id.eq(&u.id),
-                t::username.eq(&u.username),
-                t::email.eq(&u.email),
-                t::name.eq(&u.name),
-                t::phone_number.eq(&u.phone_number),
-                t::address.eq(&u.address),
-                t::roles.eq(to_json(&u.roles)),
-                t::password_hash.eq(&u.password_hash),
-                t::locked.eq(u.locked),
-                t::failed_logins.eq(u.failed_logins),
-                t::locked_until.eq(u.locked_until),
-                t::created_at.eq(u.created_at),
-            ))
-            .execute(&mut *self.conn()?)
-            .map_err(db_err)?;
+        insert_user(&mut *self.conn()?, u).map_err(db_err)?;
         Ok(())
     }
 

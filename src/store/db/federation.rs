@@ -149,23 +149,7 @@ impl FederationStore for DbStore {
     ) -> StoreResult<FederatedUser> {
         let mut conn = self.conn()?;
         let created = conn.transaction(|c| {
-            use users::dsl as t;
-            diesel::insert_into(users::table)
-                .values((
-                    t::id.eq(&u.id),
-                    t::username.eq(&u.username),
-                    t::email.eq(&u.email),
-                    t::name.eq(&u.name),
-                    t::phone_number.eq(&u.phone_number),
-                    t::address.eq(&u.address),
-                    t::roles.eq(super::to_json(&u.roles)),
-                    t::password_hash.eq(&u.password_hash),
-                    t::locked.eq(u.locked),
-                    t::failed_logins.eq(u.failed_logins),
-                    t::locked_until.eq(u.locked_until),
-                    t::created_at.eq(u.created_at),
-                ))
-                .execute(c)?;
+            super::insert_user(c, u)?;
             diesel::insert_into(user_identities::table)
                 .values((
                     user_identities::provider.eq(provider),
