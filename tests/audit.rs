@@ -165,7 +165,8 @@ fn refresh_reuse_attack_is_audited(b: Backend) {
     );
     let t = redeem(&s, &id, &secret, &back["code"], Some(VERIFIER)).json();
     let rt1 = t["refresh_token"].as_str().unwrap();
-    assert_eq!(refresh(&s, c, rt1, None).status, 200);
+    let rt2 = refresh(&s, c, rt1, None).json()["refresh_token"].clone();
+    assert_eq!(refresh(&s, c, rt2.as_str().unwrap(), None).status, 200);
     refresh(&s, c, rt1, None).assert_error(400, "invalid_grant");
     let rows = wait_for(&s, &["--client", &id], &["refresh.reuse_detected"]);
     let reuse = find(&rows, "refresh.reuse_detected");

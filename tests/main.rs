@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod cors;
 mod discovery;
+mod faults;
 mod federation;
 mod introspection;
 mod logging;

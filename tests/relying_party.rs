@@ -202,7 +202,12 @@ fn openidconnect_crate_relying_party() {
         .expect("refreshed ID token verifies");
     assert_eq!(refreshed_claims.subject(), claims.subject());
     assert_eq!(refreshed_claims.auth_time(), claims.auth_time());
-    // The first one is spent: using it again fails (and revokes the family).
+    // The client moves on; the first one is spent: using it again fails (and revokes the family).
+    client
+        .exchange_refresh_token(&second_refresh)
+        .unwrap()
+        .request(&oidc_http)
+        .expect("second refresh");
     assert!(client
         .exchange_refresh_token(&first_refresh)
         .unwrap()

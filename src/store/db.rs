@@ -1005,7 +1005,7 @@ fn rotate_pg(
     use diesel::sql_types::{BigInt, Text};
     diesel::sql_query(
         "WITH old AS ( \
-           UPDATE refresh_tokens r SET used_at = $2 \
+           UPDATE refresh_tokens r SET used_at = $2, replaced_by = $4 \
            WHERE r.token_hash = $1 AND r.client_id = $3 AND r.used_at IS NULL \
              AND NOT r.revoked AND r.expires_at > $2 \
              AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND NOT u.locked) \
@@ -1032,6 +1032,75 @@ fn rotate_pg(
     .optional()
 }
 
+/// The columns of [`RefreshRow`], in its order.
+type RefreshColumns = (
+    refresh_tokens::token_hash,
+    refresh_tokens::family_id,
+    refresh_tokens::client_id,
+    refresh_tokens::user_id,
+    refresh_tokens::session_hash,
+    refresh_tokens::scope,
+    refresh_tokens::offline,
+    refresh_tokens::auth_time,
+    refresh_tokens::amr,
+    refresh_tokens::issued_at,
+    refresh_tokens::expires_at,
+    refresh_tokens::used_at,
+    refresh_tokens::revoked,
+    refresh_tokens::access_jti,
+    refresh_tokens::access_exp,
+);
+const REFRESH_COLUMNS: RefreshColumns = (
+    refresh_tokens::token_hash,
+    refresh_tokens::family_id,
+    refresh_tokens::client_id,
+    refresh_tokens::user_id,
+    refresh_tokens::session_hash,
+    refresh_tokens::scope,
+    refresh_tokens::offline,
+    refresh_tokens::auth_time,
+    refresh_tokens::amr,
+    refresh_tokens::issued_at,
+    refresh_tokens::expires_at,
+    refresh_tokens::used_at,
+    refresh_tokens::revoked,
+    refresh_tokens::access_jti,
+    refresh_tokens::access_exp,
+);
+
+/// Store `next` as the following token of `row`'s family, inheriting its grant.
+fn insert_successor(
+    c: &mut AnyConnection,
+    row: &RefreshRow,
+    next: &NextRefresh,
+) -> QueryResult<()> {
+    use refresh_tokens::dsl as t;
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            t::token_hash.eq(&next.token_hash),
+            t::family_id.eq(&row.1),
+            t::client_id.eq(&row.2),
+            t::user_id.eq(&row.3),
+            t::session_hash.eq(&row.4),
+            t::scope.eq(&row.5),
+            t::offline.eq(row.6),
+            t::auth_time.eq(row.7),
+            t::amr.eq(&row.8),
+            t::issued_at.eq(next.issued_at),
+            t::expires_at.eq(if row.6 {
+                next.expires_at
+            } else {
+                next.expires_at.min(row.7 + next.online_lifetime_secs)
+            }),
+            t::used_at.eq(None::<i64>),
+            t::revoked.eq(false),
+            t::access_jti.eq(Some(&next.access_jti)),
+            t::access_exp.eq(Some(next.access_exp)),
+        ))
+        .execute(c)?;
+    Ok(())
+}
+
 type RefreshRow = (
     String,
     String,
@@ -1055,7 +1124,7 @@ impl RefreshStore for DbStore {
         let row = refresh_tokens::table
             .left_join(users::table.on(users::id.eq(refresh_tokens::user_id)))
             .filter(refresh_tokens::token_hash.eq(token_hash))
-            .select((refresh_tokens::all_columns, users::all_columns.nullable()))
+            .select((REFRESH_COLUMNS, users::all_columns.nullable()))
             .first::<(RefreshRow, Option<UserRow>)>(&mut *self.conn()?)
             .optional()
             .map_err(db_err)?;
@@ -1095,7 +1164,10 @@ impl RefreshStore for DbStore {
                     .filter(t::expires_at.gt(now))
                     .filter(diesel::dsl::exists(active_user)),
             )
-            .set(t::used_at.eq(Some(now)))
+            .set((
+                t::used_at.eq(Some(now)),
+                t::replaced_by.eq(Some(&next.token_hash)),
+            ))
             .execute(c)?;
             if n == 0 {
                 return Ok(None);
@@ -1103,31 +1175,70 @@ impl RefreshStore for DbStore {
             let (row, user) = refresh_tokens::table
                 .inner_join(users::table.on(users::id.eq(t::user_id)))
                 .filter(t::token_hash.eq(old_hash))
-                .select((refresh_tokens::all_columns, users::all_columns))
+                .select((REFRESH_COLUMNS, users::all_columns))
                 .first::<(RefreshRow, UserRow)>(c)?;
-            diesel::insert_into(refresh_tokens::table)
-                .values((
-                    t::token_hash.eq(&next.token_hash),
-                    t::family_id.eq(&row.1),
-                    t::client_id.eq(&row.2),
-                    t::user_id.eq(&row.3),
-                    t::session_hash.eq(&row.4),
-                    t::scope.eq(&row.5),
-                    t::offline.eq(row.6),
-                    t::auth_time.eq(row.7),
-                    t::amr.eq(&row.8),
-                    t::issued_at.eq(next.issued_at),
-                    t::expires_at.eq(if row.6 {
-                        next.expires_at
-                    } else {
-                        next.expires_at.min(row.7 + next.online_lifetime_secs)
-                    }),
-                    t::used_at.eq(None::<i64>),
-                    t::revoked.eq(false),
-                    t::access_jti.eq(Some(&next.access_jti)),
-                    t::access_exp.eq(Some(next.access_exp)),
-                ))
+            insert_successor(c, &row, next)?;
+            Ok(Some((row, user)))
+        });
+        match rotated.map_err(db_err)? {
+            Some((row, user)) => Ok(Some((refresh_from_row(row)?, row_to_user(user)?))),
+            None => Ok(None),
+        }
+    }
+
+    fn rerotate_refresh(
+        &self,
+        old_hash: &str,
+        client_id: &str,
+        now: UnixTime,
+        used_since: UnixTime,
+        next: &NextRefresh,
+    ) -> StoreResult<Option<(RefreshRecord, User)>> {
+        use refresh_tokens::dsl as t;
+        let mut conn = self.conn()?;
+        let rotated = conn.transaction(|c| {
+            let found = refresh_tokens::table
+                .inner_join(users::table.on(users::id.eq(t::user_id)))
+                .filter(t::token_hash.eq(old_hash))
+                .filter(t::client_id.eq(client_id))
+                .filter(t::used_at.ge(used_since))
+                .filter(t::revoked.eq(false))
+                .filter(t::expires_at.gt(now))
+                .filter(users::locked.eq(false))
+                .select((REFRESH_COLUMNS, users::all_columns, t::replaced_by))
+                .first::<(RefreshRow, UserRow, Option<String>)>(c)
+                .optional()?;
+            let Some((row, user, Some(successor))) = found else {
+                return Ok(None);
+            };
+            // Retire the successor only if it was never used; the row lock makes this the one
+            // point where concurrent retries, and a use of the successor, are decided.
+            let retired = diesel::update(
+                refresh_tokens::table
+                    .find(&successor)
+                    .filter(t::used_at.is_null())
+                    .filter(t::revoked.eq(false)),
+            )
+            .set(t::used_at.eq(Some(now)))
+            .execute(c)?;
+            if retired == 0 {
+                return Ok(None);
+            }
+            // One retry per rotation: the link is cleared, so a second one counts as reuse.
+            diesel::update(refresh_tokens::table.find(old_hash))
+                .set(t::replaced_by.eq(None::<String>))
                 .execute(c)?;
+            // The access token issued with the retired token goes with it.
+            diesel::sql_query(
+                "INSERT INTO revoked_tokens (jti, expires_at) \
+                 SELECT access_jti, access_exp FROM refresh_tokens \
+                 WHERE token_hash = $1 AND access_jti IS NOT NULL AND access_exp > $2 \
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind::<diesel::sql_types::Text, _>(&successor)
+            .bind::<diesel::sql_types::BigInt, _>(now)
+            .execute(c)?;
+            insert_successor(c, &row, next)?;
             Ok(Some((row, user)))
         });
         match rotated.map_err(db_err)? {

@@ -266,6 +266,20 @@ pub trait RefreshStore: Send + Sync {
         now: UnixTime,
         next: &NextRefresh,
     ) -> StoreResult<Option<(RefreshRecord, User)>>;
+    /// A retry of a rotation whose response never arrived: `old_hash` was rotated at or after
+    /// `used_since` and the token that rotation issued has never been used. Retire that token
+    /// (marked used, so that presenting it later counts as reuse and revokes the family) with
+    /// its access token, and store `next` in the family instead, atomically; return the old
+    /// token's grant and user. Once per rotation: a second retry gets `None`, as does any that
+    /// fails a condition; exactly one of concurrent callers gets `Some`.
+    fn rerotate_refresh(
+        &self,
+        old_hash: &str,
+        client_id: &str,
+        now: UnixTime,
+        used_since: UnixTime,
+        next: &NextRefresh,
+    ) -> StoreResult<Option<(RefreshRecord, User)>>;
     /// Revoke every token of a family and, in the same transaction, every access token issued
     /// from it that has not expired. Idempotent.
     fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;

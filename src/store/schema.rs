@@ -92,6 +92,7 @@ diesel::table! {
         revoked -> Bool,
         access_jti -> Nullable<Text>,
         access_exp -> Nullable<BigInt>,
+        replaced_by -> Nullable<Text>,
     }
 }
 

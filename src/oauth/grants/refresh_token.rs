@@ -3,6 +3,13 @@
 //! Every use returns a new refresh token and retires the presented one. Presenting a retired
 //! token again, even by losing a race for it, revokes the whole family and the access tokens it
 //! issued: either the client or an attacker holds a copy, and the server cannot tell which.
+//!
+//! One exception keeps a lost response from costing the client its grant (the connection, or the
+//! database's reply to a committed rotation, can fail after the rotation happened): within
+//! `tokens.refresh_retry_grace_secs` of a rotation, while the token it issued has never been
+//! used, the rotated token may be presented again. That unseen token is then retired, not
+//! deleted, so if someone does hold it, its use counts as reuse and revokes the family: theft is
+//! still detected, one step later.
 
 use super::{person_tokens, PersonGrant};
 use crate::crypto::opaque;
@@ -62,10 +69,21 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
         None => {
             // Find out why it did not rotate (and say so), or narrow the scope and rotate.
             let (record, user, scope) = check(issuer, client, request, &hash, store)?;
-            if store
-                .rotate_refresh(&hash, &client.client_id, issuer.now, &next)?
-                .is_none()
-            {
+            let rotated = if record.used_at.is_some() {
+                let since = issuer.now - i64::from(issuer.tokens.refresh_retry_grace_secs);
+                let retried =
+                    store.rerotate_refresh(&hash, &client.client_id, issuer.now, since, &next)?;
+                if retried.is_some() {
+                    tracing::info!(
+                        client_id = %client.client_id,
+                        "refresh retried within the grace period; the unseen token is retired"
+                    );
+                }
+                retried
+            } else {
+                store.rotate_refresh(&hash, &client.client_id, issuer.now, &next)?
+            };
+            if rotated.is_none() {
                 // Someone rotated it between our read and our write.
                 return Err(reused(store, &record.family_id, client, issuer)?);
             }
@@ -117,8 +135,13 @@ fn check<S: RefreshGrantStore + ?Sized>(
     if record.revoked {
         return Err(invalid("the refresh token has been revoked"));
     }
-    if record.used_at.is_some() {
-        return Err(reused(store, &record.family_id, client, issuer)?);
+    let grace = i64::from(issuer.tokens.refresh_retry_grace_secs);
+    match record.used_at {
+        // A retry within the grace period: `exchange` retires the unseen successor or, if it
+        // was used meanwhile, treats this as reuse.
+        Some(used) if grace > 0 && used >= issuer.now - grace => {}
+        Some(_) => return Err(reused(store, &record.family_id, client, issuer)?),
+        None => {}
     }
     if record.expires_at <= issuer.now {
         return Err(invalid("the refresh token has expired"));
