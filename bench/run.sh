@@ -72,5 +72,8 @@ for round in $(seq "$ROUNDS"); do
   peer RS256 "$round"
 done
 
+# The machine's signing limit in the same window, both cores (the RS256 target is a share of it).
+openssl speed -seconds 3 -multi "$(nproc)" rsa2048 ecdsap256 > "$OUT/openssl-speed.txt" 2>&1
+grep -E "^(rsa 2048|256 bits ecdsa)" "$OUT/openssl-speed.txt" >&2 || true
 "$PEERS/summarize.py" --max-other 10 "$OUT/results.tsv" | tee "$OUT/summary.md"
 echo "# results in $OUT" >&2

@@ -5,6 +5,7 @@
 //!   signin_bench raw SECONDS THREADS
 //!   signin_bench flow BASE CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD FLOWS THREADS
 //!   signin_bench refresh BASE CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD SECONDS CHAINS
+//!   signin_bench soak BASE CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD CC_ID CC_SECRET SECONDS SERVER_PID
 //!
 //! All are bounded (by time, or by a count of flows) and stop by themselves. Loopback only.
 
@@ -234,6 +235,220 @@ fn refresh_chains(f: &Flow, seconds: u64, chains: usize) {
     );
 }
 
+/// Counts of a soak run: requests, and the ones that were not 2xx (with the first few).
+#[derive(Default)]
+struct Tally {
+    requests: AtomicUsize,
+    flows: AtomicUsize,
+    bad: AtomicUsize,
+    first_bad: std::sync::Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn check(&self, what: &str, r: Result<ureq::Response, ureq::Error>) -> Option<ureq::Response> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match r {
+            Ok(r) if (200..300).contains(&r.status()) => Some(r),
+            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                self.bad(format!(
+                    "{what}: {} {}",
+                    r.status(),
+                    r.into_string().unwrap_or_default()
+                ));
+                None
+            }
+            Err(e) => {
+                self.bad(format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn bad(&self, what: String) {
+        self.bad.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_bad.lock().expect("tally");
+        if first.len() < 10 {
+            first.push(what);
+        }
+    }
+}
+
+fn proc_status_kib(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every grant and endpoint for `seconds`, at a steady pace (not flat out): sign-ins with code
+/// exchange, userinfo, introspection, refreshes and revocation; client-credentials tokens with
+/// introspection and revocation; JWKS and discovery. Prints the server's RSS every 30 s and
+/// every non-2xx answer; exits 1 if there was any.
+fn soak(f: &Flow, cc: (&str, &str), seconds: u64, pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tally = Tally::default();
+    let agent = || {
+        ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+    };
+    let cc_auth = {
+        let pair = format!("{}:{}", cc.0, cc.1);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        // People: sign in, use and refresh their tokens, sign out of the app.
+        for _ in 0..2 {
+            scope.spawn(|| {
+                let agent = agent();
+                let url = |p: &str| format!("{}{p}", f.base);
+                while Instant::now() < deadline {
+                    tally.requests.fetch_add(4, Ordering::Relaxed);
+                    let Some(t) = one_flow(&agent, f, "openid profile") else {
+                        tally.bad("sign-in flow".into());
+                        continue;
+                    };
+                    tally.flows.fetch_add(1, Ordering::Relaxed);
+                    let at = t["access_token"].as_str().unwrap_or_default().to_owned();
+                    let mut rt = t["refresh_token"].as_str().unwrap_or_default().to_owned();
+                    tally.check(
+                        "userinfo",
+                        agent
+                            .get(&url("/userinfo"))
+                            .set("Authorization", &format!("Bearer {at}"))
+                            .call(),
+                    );
+                    tally.check(
+                        "introspect",
+                        agent
+                            .post(&url("/introspect"))
+                            .set("Authorization", &basic(f))
+                            .send_form(&[("token", &at)]),
+                    );
+                    for _ in 0..3 {
+                        let r = tally.check(
+                            "refresh",
+                            agent
+                                .post(&url("/token"))
+                                .set("Authorization", &basic(f))
+                                .send_form(&[
+                                    ("grant_type", "refresh_token"),
+                                    ("refresh_token", &rt),
+                                ]),
+                        );
+                        match r.and_then(|r| r.into_json::<serde_json::Value>().ok()) {
+                            Some(v) => {
+                                rt = v["refresh_token"].as_str().unwrap_or_default().to_owned()
+                            }
+                            None => break,
+                        }
+                    }
+                    tally.check(
+                        "revoke",
+                        agent
+                            .post(&url("/revoke"))
+                            .set("Authorization", &basic(f))
+                            .send_form(&[("token", &rt), ("token_type_hint", "refresh_token")]),
+                    );
+                    // A steady pace: Argon2id would otherwise take both cores.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        // Machines: client-credentials tokens, introspected, some revoked; key and metadata reads.
+        scope.spawn(|| {
+            let agent = agent();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let token = tally
+                    .check(
+                        "client_credentials",
+                        agent
+                            .post(&format!("{}/token", f.base))
+                            .set("Authorization", &cc_auth)
+                            .send_form(&[("grant_type", "client_credentials")]),
+                    )
+                    .and_then(|r| r.into_json::<serde_json::Value>().ok());
+                if let Some(at) = token.as_ref().and_then(|v| v["access_token"].as_str()) {
+                    tally.check(
+                        "introspect",
+                        agent
+                            .post(&format!("{}/introspect", f.base))
+                            .set("Authorization", &cc_auth)
+                            .send_form(&[("token", at)]),
+                    );
+                    if n.is_multiple_of(10) {
+                        tally.check(
+                            "revoke",
+                            agent
+                                .post(&format!("{}/revoke", f.base))
+                                .set("Authorization", &cc_auth)
+                                .send_form(&[("token", at)]),
+                        );
+                    }
+                }
+                tally.check("jwks", agent.get(&format!("{}/jwks", f.base)).call());
+                tally.check(
+                    "discovery",
+                    agent
+                        .get(&format!("{}/.well-known/openid-configuration", f.base))
+                        .call(),
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        // The report: RSS every 30 s.
+        scope.spawn(|| {
+            println!(
+                "{:>6} {:>10} {:>8} {:>9} {:>9} {:>8}",
+                "secs", "requests", "sign-ins", "RSS MiB", "peak MiB", "non-2xx"
+            );
+            let mut next = Instant::now();
+            loop {
+                if Instant::now() >= next {
+                    println!(
+                        "{:>6} {:>10} {:>8} {:>9.1} {:>9.1} {:>8}",
+                        start.elapsed().as_secs(),
+                        tally.requests.load(Ordering::Relaxed),
+                        tally.flows.load(Ordering::Relaxed),
+                        proc_status_kib(pid, "VmRSS:") as f64 / 1024.0,
+                        proc_status_kib(pid, "VmHWM:") as f64 / 1024.0,
+                        tally.bad.load(Ordering::Relaxed)
+                    );
+                    next += Duration::from_secs(30);
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+    });
+    let bad = tally.bad.load(Ordering::Relaxed);
+    println!(
+        "soak: {} requests ({} sign-ins) in {:.0} s, {bad} not 2xx; server RSS {:.1} MiB, peak {:.1} MiB",
+        tally.requests.load(Ordering::Relaxed),
+        tally.flows.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+        proc_status_kib(pid, "VmRSS:") as f64 / 1024.0,
+        proc_status_kib(pid, "VmHWM:") as f64 / 1024.0
+    );
+    for b in tally.first_bad.lock().expect("tally").iter() {
+        println!("  not 2xx: {b}");
+    }
+    if bad > 0 {
+        std::process::exit(1);
+    }
+}
+
 fn rand_suffix() -> String {
     portcullis::crypto::opaque::random_token()
 }
@@ -273,6 +488,12 @@ fn main() {
             let f = Flow { base, client_id: &args[3], secret: &args[4], redirect: &args[5], username: &args[6], password: &args[7] };
             refresh_chains(&f, args[8].parse().expect("seconds"), args[9].parse().expect("chains"));
         }
-        _ => eprintln!("usage: signin_bench raw SECONDS THREADS | flow BASE ID SECRET REDIRECT USER PASSWORD FLOWS THREADS | refresh BASE ID SECRET REDIRECT USER PASSWORD SECONDS CHAINS"),
+        Some("soak") => {
+            let base = &args[2];
+            assert!(base.starts_with("http://127.") || base.starts_with("http://localhost"), "loopback only");
+            let f = Flow { base, client_id: &args[3], secret: &args[4], redirect: &args[5], username: &args[6], password: &args[7] };
+            soak(&f, (&args[8], &args[9]), args[10].parse().expect("seconds"), &args[11]);
+        }
+        _ => eprintln!("usage: signin_bench raw SECONDS THREADS | flow BASE ID SECRET REDIRECT USER PASSWORD FLOWS THREADS | refresh BASE ID SECRET REDIRECT USER PASSWORD SECONDS CHAINS | soak BASE ID SECRET REDIRECT USER PASSWORD CC_ID CC_SECRET SECONDS SERVER_PID"),
     }
 }

@@ -15,6 +15,8 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod federation;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod mail;
 pub mod metrics;

@@ -1,0 +1,209 @@
+//! Entry points for the coverage-guided fuzz targets in `tests/fuzz` (`cargo fuzz`), and for
+//! the unit test that replays their seeds and every input a fuzzer ever crashed on
+//! (`tests/fuzz/regressions/<target>/`) under plain `cargo test`. Each feeds untrusted bytes to
+//! one parser the way the HTTP layer does and checks what must hold besides "no panic".
+
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::clock::UnixTime;
+use crate::crypto::jwt::{self, ACCESS_TOKEN_TYP};
+use crate::crypto::keys::{KeySet, SigningAlg};
+use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError};
+use crate::oauth::client::{valid_client_id, AuthMethod, Client, GrantType};
+use crate::oauth::client_auth::Credentials;
+use crate::oauth::issue::{AccessTokenClaims, IdTokenClaims};
+use crate::oauth::request::{Params, TokenRequest};
+
+/// The names of the targets, as in `tests/fuzz/fuzz_targets/<name>.rs`.
+pub const TARGETS: &[&str] = &[
+    "token_request",
+    "authorization_request",
+    "client_auth",
+    "jwt_verification",
+];
+
+/// Run `target` on one input.
+pub fn run(target: &str, data: &[u8]) {
+    match target {
+        "token_request" => token_request(data),
+        "authorization_request" => authorization_request(data),
+        "client_auth" => client_auth(data),
+        "jwt_verification" => jwt_verification(data),
+        other => panic!("no fuzz target {other}"),
+    }
+}
+
+/// A token request body (`POST /token`): form parsing, client credentials from the body, and
+/// the grant's parameters.
+pub fn token_request(data: &[u8]) {
+    let Ok(params) = Params::parse(data) else {
+        return;
+    };
+    if let Ok(c) = Credentials::extract(None, &params) {
+        assert!(valid_client_id(c.client_id()), "{:?}", c.client_id());
+    }
+    if let Ok(request) = TokenRequest::from_params(&params) {
+        assert_eq!(params.get("grant_type"), Some(request.grant_type()));
+    }
+}
+
+const REDIRECT: &str = "https://app.example.com/cb";
+const SECRET: &str = "the-real-secret";
+
+/// An authorization request query (`GET /authorize`), for a registered client and for none.
+/// A request may only ever send the browser to the registered redirect URI.
+pub fn authorization_request(data: &[u8]) {
+    let Ok(params) = Params::parse(data) else {
+        return;
+    };
+    let mut client = sample_client(AuthMethod::None);
+    client.grant_types = vec![GrantType::AuthorizationCode];
+    client.redirect_uris = vec![REDIRECT.into()];
+    client.scopes = vec!["api:read".into()];
+    let named = params.get("client_id") == Some(client.client_id.as_str());
+    match AuthorizationRequest::validate(&params, named.then_some(&client)) {
+        Ok(request) => {
+            assert_eq!(request.redirect_uri, REDIRECT);
+            assert!(
+                request.code_challenge.is_some(),
+                "a public client needs PKCE"
+            );
+        }
+        Err(AuthorizeError::Redirect { redirect_uri, .. }) => assert_eq!(redirect_uri, REDIRECT),
+        Err(AuthorizeError::Page(_)) => {}
+    }
+    if !named {
+        assert!(matches!(
+            AuthorizationRequest::validate(&params, None),
+            Err(AuthorizeError::Page(_))
+        ));
+    }
+}
+
+/// Client authentication at the token endpoint: the `Authorization` header (the first line of
+/// the input) and the form body (the rest).
+pub fn client_auth(data: &[u8]) {
+    let (header, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(header) = std::str::from_utf8(header) else {
+        return;
+    };
+    let params = Params::parse(body).unwrap_or_default();
+    if let Ok(credentials) = Credentials::extract(Some(header), &params) {
+        assert!(credentials.used_basic());
+        assert!(valid_client_id(credentials.client_id()));
+        // Only the registered secret authenticates, and nothing authenticates an unknown id.
+        let client = sample_client(AuthMethod::ClientSecretBasic);
+        if let Credentials::Basic { client_id, secret } = &credentials {
+            if *client_id == client.client_id {
+                let accepted = credentials.authenticate(Some(&client)).is_ok();
+                assert_eq!(accepted, secret == SECRET);
+            }
+        }
+        assert!(credentials.authenticate(None).is_err());
+    }
+}
+
+const ISSUER: &str = "https://id.example.com";
+const NOW: UnixTime = 1_800_000_000;
+
+fn keys() -> &'static KeySet {
+    static KEYS: OnceLock<(PathBuf, KeySet)> = OnceLock::new();
+    &KEYS
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("portcullis-fuzz-{}", std::process::id()));
+            let set = KeySet::load_or_init(&dir, 600, NOW - 60).expect("fuzz keys");
+            (dir, set)
+        })
+        .1
+}
+
+/// JWT verification as for access tokens (introspection, userinfo) and `id_token_hint`: no
+/// input is accepted unless we signed it; claims we did sign verify exactly when `iss` is ours
+/// and (for access tokens) `exp` is in the future.
+pub fn jwt_verification(data: &[u8]) {
+    let keys = keys();
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert!(jwt::verify::<Value>(keys, text, ACCESS_TOKEN_TYP, ISSUER, NOW).is_err());
+        assert!(
+            jwt::verify::<AccessTokenClaims>(keys, text, ACCESS_TOKEN_TYP, ISSUER, NOW).is_err()
+        );
+        assert!(
+            jwt::verify_ignoring_expiry::<IdTokenClaims>(keys, text, "JWT", ISSUER, NOW).is_err()
+        );
+    }
+    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let ours = claims.get("iss").and_then(Value::as_str) == Some(ISSUER);
+    let exp = claims.get("exp").and_then(Value::as_i64);
+    for alg in SigningAlg::ALL {
+        let token = jwt::sign(keys, alg, ACCESS_TOKEN_TYP, &claims).expect("signing");
+        let verified = jwt::verify::<Value>(keys, &token, ACCESS_TOKEN_TYP, ISSUER, NOW);
+        assert_eq!(
+            verified.is_ok(),
+            ours && exp.is_some_and(|e| e > NOW),
+            "{token}"
+        );
+        if let Ok(v) = verified {
+            assert_eq!(v, Value::Object(claims.clone()));
+        }
+        let hint =
+            jwt::verify_ignoring_expiry::<Value>(keys, &token, ACCESS_TOKEN_TYP, ISSUER, NOW);
+        assert_eq!(hint.is_ok(), ours && exp.is_some(), "{token}");
+        // The wrong `typ` is never accepted.
+        assert!(jwt::verify::<Value>(keys, &token, "JWT", ISSUER, NOW).is_err());
+    }
+}
+
+fn sample_client(auth_method: AuthMethod) -> Client {
+    Client {
+        client_id: "app".into(),
+        name: "App".into(),
+        secret_hash: Some(crate::crypto::opaque::hash_secret(SECRET)),
+        auth_method,
+        redirect_uris: vec![],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec![GrantType::ClientCredentials],
+        scopes: vec![],
+        resources: vec![],
+        skip_consent: false,
+        required_role: None,
+        allowed_origins: Vec::new(),
+        created_at: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every seed and every input that once crashed a target still passes it.
+    #[test]
+    fn seeds_and_regressions_pass() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+        let mut ran = 0;
+        for target in TARGETS {
+            for kind in ["seeds", "regressions"] {
+                let Ok(dir) = std::fs::read_dir(root.join(kind).join(target)) else {
+                    continue;
+                };
+                for entry in dir {
+                    let path = entry.unwrap().path();
+                    let data = std::fs::read(&path).unwrap();
+                    let outcome = std::panic::catch_unwind(|| run(target, &data));
+                    assert!(outcome.is_ok(), "{target} fails on {}", path.display());
+                    ran += 1;
+                }
+            }
+        }
+        assert!(ran >= TARGETS.len() * 3, "seeds found: {ran}");
+    }
+}
