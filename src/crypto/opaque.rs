@@ -6,17 +6,21 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+// Random values come from `rand`'s thread-local CSPRNG (ChaCha12 seeded from, and regularly
+// reseeded by, the operating system): as unpredictable as `OsRng` for this purpose, without a
+// `getrandom` system call for every token, `jti` and audit row id.
+
 /// A new 256-bit random value, base64url without padding (43 characters).
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     B64.encode(bytes)
 }
 
 /// A new 128-bit random identifier (a `jti`, a generated client id), base64url (22 characters).
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    rand::thread_rng().fill_bytes(&mut bytes);
     B64.encode(bytes)
 }
 
