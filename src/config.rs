@@ -68,9 +68,9 @@ pub struct TokenConfig {
     pub authorization_code_ttl_secs: u32,
     /// Algorithm of access tokens; ID tokens are RS256 unless the client asks otherwise.
     pub access_token_alg: SigningAlg,
-    /// For how long after a rotation the rotated refresh token may be presented once more, as a
-    /// retry whose response was lost, while the token that rotation issued is still unused
-    /// (30 s; 0 turns retries off, so any second use revokes the family).
+    /// For how long after a rotation a confidential client may present the rotated refresh
+    /// token once more, as a retry whose response was lost, while the token that rotation
+    /// issued is still unused (30 s; 0 turns retries off, so any second use revokes the family).
     pub refresh_retry_grace_secs: u32,
 }
 

@@ -215,6 +215,10 @@ fn concurrent_refreshes_cannot_fork_a_family(b: Backend) {
             "{st} {body}"
         );
     }
+    // Introspection first (it changes nothing): every token handed out is dead already.
+    for rt in &won {
+        assert_eq!(introspect(&s, c, rt, "refresh_token")["active"], false);
+    }
     for rt in &won {
         refresh(&s, c, rt, None).assert_error(400, "invalid_grant");
     }
@@ -269,6 +273,56 @@ fn retry_after_a_lost_response(b: Backend) {
     let rt2 = str_of(&retry, "refresh_token");
     refresh(&s, c, str_of(&stolen, "refresh_token"), None).assert_error(400, "invalid_grant");
     refresh(&s, c, rt2, None).assert_error(400, "invalid_grant");
+
+    // A public client has no retry: its token alone is what a thief needs.
+    let spa = s.cli_json(&[
+        "client",
+        "create",
+        "--name",
+        "SPA",
+        "--public",
+        "--redirect-uri",
+        REDIRECT,
+        "--grant-type",
+        "authorization_code",
+        "--grant-type",
+        "refresh_token",
+        "--scope",
+        "notes:read",
+        "--json",
+    ]);
+    let spa_id = spa["client_id"].as_str().unwrap();
+    let code = authorize_in_session(&mut browser, &auth_params(spa_id, "notes:read", &[]));
+    let public = |form: &[(&str, &str)]| {
+        let mut form = form.to_vec();
+        form.push(("client_id", spa_id));
+        s.post_form("/token", &form, None)
+    };
+    let t = public(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ]);
+    assert_eq!(t.status, 200, "{}", t.body);
+    let rt1 = str_of(&t.json(), "refresh_token").to_owned();
+    let next = public(&[("grant_type", "refresh_token"), ("refresh_token", &rt1)]);
+    assert_eq!(next.status, 200, "{}", next.body);
+    public(&[("grant_type", "refresh_token"), ("refresh_token", &rt1)])
+        .assert_error(400, "invalid_grant");
+    let rt2 = str_of(&next.json(), "refresh_token").to_owned();
+    public(&[("grant_type", "refresh_token"), ("refresh_token", &rt2)])
+        .assert_error(400, "invalid_grant");
+
+    // A retry that asks for more than was granted is no retry: reuse.
+    let rt1 = str_of(
+        &tokens(&s, &mut browser, c, "erin", "notes:read"),
+        "refresh_token",
+    )
+    .to_owned();
+    let next = refresh(&s, c, &rt1, None).json();
+    refresh(&s, c, &rt1, Some("notes:read openid")).assert_error(400, "invalid_grant");
+    refresh(&s, c, str_of(&next, "refresh_token"), None).assert_error(400, "invalid_grant");
 
     // No grace: the first repeat is reuse.
     let s = ServerBuilder::new(b)

@@ -1197,37 +1197,32 @@ impl RefreshStore for DbStore {
         use refresh_tokens::dsl as t;
         let mut conn = self.conn()?;
         let rotated = conn.transaction(|c| {
-            let found = refresh_tokens::table
-                .inner_join(users::table.on(users::id.eq(t::user_id)))
-                .filter(t::token_hash.eq(old_hash))
-                .filter(t::client_id.eq(client_id))
-                .filter(t::used_at.ge(used_since))
-                .filter(t::revoked.eq(false))
-                .filter(t::expires_at.gt(now))
-                .filter(users::locked.eq(false))
-                .select((REFRESH_COLUMNS, users::all_columns, t::replaced_by))
-                .first::<(RefreshRow, UserRow, Option<String>)>(c)
-                .optional()?;
-            let Some((row, user, Some(successor))) = found else {
-                return Ok(None);
-            };
-            // Retire the successor only if it was never used; the row lock makes this the one
-            // point where concurrent retries, and a use of the successor, are decided.
-            let retired = diesel::update(
-                refresh_tokens::table
-                    .find(&successor)
-                    .filter(t::used_at.is_null())
-                    .filter(t::revoked.eq(false)),
+            use diesel::sql_types::{BigInt, Text};
+            // Write first (so SQLite takes its write lock before reading anything), and lock one
+            // row only, the successor: the point where concurrent retries, a use of the
+            // successor and a revocation of the family are decided. Only a successor never used
+            // is retired, so a second retry of the same rotation finds nothing: reuse.
+            let retired = diesel::sql_query(
+                "UPDATE refresh_tokens SET used_at = $1 \
+                 WHERE used_at IS NULL AND NOT revoked AND token_hash = ( \
+                   SELECT o.replaced_by FROM refresh_tokens o \
+                   WHERE o.token_hash = $2 AND o.client_id = $3 AND o.used_at > $4 \
+                     AND NOT o.revoked AND o.expires_at > $1 \
+                     AND EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id AND NOT u.locked))",
             )
-            .set(t::used_at.eq(Some(now)))
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(old_hash)
+            .bind::<Text, _>(client_id)
+            .bind::<BigInt, _>(used_since)
             .execute(c)?;
             if retired == 0 {
                 return Ok(None);
             }
-            // One retry per rotation: the link is cleared, so a second one counts as reuse.
-            diesel::update(refresh_tokens::table.find(old_hash))
-                .set(t::replaced_by.eq(None::<String>))
-                .execute(c)?;
+            let (row, user, successor) = refresh_tokens::table
+                .inner_join(users::table.on(users::id.eq(t::user_id)))
+                .filter(t::token_hash.eq(old_hash))
+                .select((REFRESH_COLUMNS, users::all_columns, t::replaced_by))
+                .first::<(RefreshRow, UserRow, Option<String>)>(c)?;
             // The access token issued with the retired token goes with it.
             diesel::sql_query(
                 "INSERT INTO revoked_tokens (jti, expires_at) \
@@ -1235,8 +1230,8 @@ impl RefreshStore for DbStore {
                  WHERE token_hash = $1 AND access_jti IS NOT NULL AND access_exp > $2 \
                  ON CONFLICT (jti) DO NOTHING",
             )
-            .bind::<diesel::sql_types::Text, _>(&successor)
-            .bind::<diesel::sql_types::BigInt, _>(now)
+            .bind::<Text, _>(successor.unwrap_or_default())
+            .bind::<BigInt, _>(now)
             .execute(c)?;
             insert_successor(c, &row, next)?;
             Ok(Some((row, user)))

@@ -266,7 +266,7 @@ pub trait RefreshStore: Send + Sync {
         now: UnixTime,
         next: &NextRefresh,
     ) -> StoreResult<Option<(RefreshRecord, User)>>;
-    /// A retry of a rotation whose response never arrived: `old_hash` was rotated at or after
+    /// A retry of a rotation whose response never arrived: `old_hash` was rotated after
     /// `used_since` and the token that rotation issued has never been used. Retire that token
     /// (marked used, so that presenting it later counts as reuse and revokes the family) with
     /// its access token, and store `next` in the family instead, atomically; return the old

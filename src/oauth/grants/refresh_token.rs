@@ -7,7 +7,7 @@
 //! One exception keeps a lost response from costing the client its grant (the connection, or the
 //! database's reply to a committed rotation, can fail after the rotation happened): within
 //! `tokens.refresh_retry_grace_secs` of a rotation, while the token it issued has never been
-//! used, the rotated token may be presented again. That unseen token is then retired, not
+//! used, a confidential client may present the rotated token once more. That unseen token is then retired, not
 //! deleted, so if someone does hold it, its use counts as reuse and revokes the family: theft is
 //! still detected, one step later.
 
@@ -135,14 +135,40 @@ fn check<S: RefreshGrantStore + ?Sized>(
     if record.revoked {
         return Err(invalid("the refresh token has been revoked"));
     }
-    let grace = i64::from(issuer.tokens.refresh_retry_grace_secs);
     match record.used_at {
         // A retry within the grace period: `exchange` retires the unseen successor or, if it
-        // was used meanwhile, treats this as reuse.
-        Some(used) if grace > 0 && used >= issuer.now - grace => {}
-        Some(_) => return Err(reused(store, &record.family_id, client, issuer)?),
-        None => {}
+        // was used meanwhile, treats this as reuse. Any other failure of a used token is reuse
+        // too, so that a thief cannot probe one without ending its family.
+        Some(used) if may_retry(issuer, client, used) => {
+            match rest_of_check(issuer, request, &record, user) {
+                Ok((user, scope)) => Ok((record, user, scope)),
+                Err(_) => Err(reused(store, &record.family_id, client, issuer)?),
+            }
+        }
+        Some(_) => Err(reused(store, &record.family_id, client, issuer)?),
+        None => {
+            let (user, scope) = rest_of_check(issuer, request, &record, user)?;
+            Ok((record, user, scope))
+        }
     }
+}
+
+/// Whether a token rotated at `used` may be presented again now: within
+/// `tokens.refresh_retry_grace_secs` (strictly), and only by a confidential client, whose
+/// refresh tokens are useless to a thief without its secret. A public client's second use is
+/// always reuse (RFC 9700 4.14.2: rotation is how theft from public clients is detected).
+fn may_retry(issuer: &Issuer<'_>, client: &Client, used: i64) -> bool {
+    let grace = i64::from(issuer.tokens.refresh_retry_grace_secs);
+    grace > 0 && !client.is_public() && used > issuer.now - grace
+}
+
+/// Expiry, scope and the user, for a token that is current (or being retried).
+fn rest_of_check(
+    issuer: &Issuer<'_>,
+    request: &RefreshTokenRequest,
+    record: &RefreshRecord,
+    user: Option<User>,
+) -> Result<(User, Scope), OAuthError> {
     if record.expires_at <= issuer.now {
         return Err(invalid("the refresh token has expired"));
     }
@@ -161,5 +187,5 @@ fn check<S: RefreshGrantStore + ?Sized>(
     let user = user
         .filter(|u| !u.locked)
         .ok_or_else(|| invalid("the user can no longer sign in"))?;
-    Ok((record, user, scope))
+    Ok((user, scope))
 }
