@@ -179,24 +179,28 @@ where
 pub fn routes(cfg: &mut web::ServiceConfig, origins: &cors::CorsOrigins) {
     let post = || origins.middleware(&[Method::POST]);
     let get = || origins.middleware(&[Method::GET]);
-    cfg.service(post_only(paths::TOKEN, token::token).wrap(post()))
-        .service(post_only(paths::INTROSPECT, tokens_admin::introspect).wrap(post()))
-        .service(post_only(paths::REVOKE, tokens_admin::revoke).wrap(post()))
-        .service(
-            web::resource([
-                "/.well-known/openid-configuration",
-                "/.well-known/oauth-authorization-server",
-            ])
-            .route(web::get().to(discovery::metadata))
-            .default_service(web::to(|| method_not_allowed(&[Method::GET])))
-            .wrap(get()),
-        )
-        .service(
-            web::resource(paths::JWKS)
-                .route(web::get().to(discovery::jwks))
+    // The busiest endpoints first, each a single static path: the router tries resources in
+    // order, and a resource with several paths is matched with a regular expression.
+    cfg.service(post_only(paths::TOKEN, token::token).wrap(post()));
+    for path in [
+        paths::JWKS,
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let handler = if path == paths::JWKS {
+            web::get().to(discovery::jwks)
+        } else {
+            web::get().to(discovery::metadata)
+        };
+        cfg.service(
+            web::resource(path)
+                .route(handler)
                 .default_service(web::to(|| method_not_allowed(&[Method::GET])))
                 .wrap(get()),
-        )
+        );
+    }
+    cfg.service(post_only(paths::INTROSPECT, tokens_admin::introspect).wrap(post()))
+        .service(post_only(paths::REVOKE, tokens_admin::revoke).wrap(post()))
         .service(
             web::resource(paths::AUTHORIZE)
                 .route(web::get().to(authorize::authorize))
