@@ -183,21 +183,7 @@ pub fn jwt_verification(data: &[u8]) {
 }
 
 fn sample_client(auth_method: AuthMethod) -> Client {
-    Client {
-        client_id: "app".into(),
-        name: "App".into(),
-        secret_hash: Some(crate::crypto::opaque::hash_secret(SECRET)),
-        auth_method,
-        redirect_uris: vec![],
-        post_logout_redirect_uris: vec![],
-        grant_types: vec![GrantType::ClientCredentials],
-        scopes: vec![],
-        resources: vec![],
-        skip_consent: false,
-        required_role: None,
-        allowed_origins: Vec::new(),
-        created_at: 0,
-    }
+    Client::sample("app", auth_method, Some(SECRET))
 }
 
 #[cfg(test)]

@@ -124,9 +124,9 @@ impl Client {
         self.grant_types.contains(&grant)
     }
 
-    /// A client_credentials client for unit tests.
-    #[cfg(test)]
-    pub(crate) fn sample(id: &str, auth_method: AuthMethod, secret: Option<&str>) -> Self {
+    /// A client_credentials client for unit tests and the fuzz targets.
+    #[doc(hidden)]
+    pub fn sample(id: &str, auth_method: AuthMethod, secret: Option<&str>) -> Self {
         Client {
             client_id: id.into(),
             name: id.into(),
