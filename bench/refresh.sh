@@ -11,35 +11,18 @@
 #   PG_URL=postgres://postgres@127.0.0.1:5432/test (a database per run is created and dropped)
 # Loopback only; every run is bounded by time and stops by itself.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECS=${SECS:-15}
 CHAINS=${CHAINS:-"16 64"}
 PORT=${PORT:-18082}
 PEERS=${PEERS:-/tmp/peers}
-PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 OUT=${OUT:-$root/bench/results/refresh-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-cd "$root"
-cargo build --release --bin portcullis --example signin_bench
-BIN=$root/target/release/portcullis
-BENCH=$root/target/release/examples/signin_bench
+SERVER_LOG=$OUT/server.log
 if [[ ! -d $PEERS ]]; then cp -r "$root/../shared/peers" "$PEERS"; fi
 [[ -d $PEERS/oidc-provider/node_modules/oidc-provider ]] ||
   (cd "$PEERS/oidc-provider" && npm ci --no-audit --no-fund)
 [[ -x $PEERS/.tools/bin/oha ]] || cargo install oha --locked --root "$PEERS/.tools"
-
-work=$(mktemp -d)
-pid=""
-pgdb=""
-cleanup() {
-  [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
-  [[ -n $pgdb ]] && psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-unset PORTCULLIS_CONFIG
-export PORTCULLIS_BIND=127.0.0.1:$PORT PORTCULLIS_ISSUER=http://127.0.0.1:$PORT
-export PORTCULLIS_KEYS_DIR=$work/keys
 
 ours() {
   local label=$1
@@ -48,11 +31,9 @@ ours() {
   local creds id secret
   creds=$("$BIN" client create --name Bench --redirect-uri http://127.0.0.1:9/cb --scope api:read \
     --grant-type authorization_code --grant-type refresh_token --json)
-  id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])' <<<"$creds")
-  secret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])' <<<"$creds")
-  RUST_LOG=warn "$BIN" serve >>"$OUT/server.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  id=$(json_field client_id <<<"$creds")
+  secret=$(json_field client_secret <<<"$creds")
+  start_server
   for c in $CHAINS; do
     printf '%s, %s chains: ' "portcullis $label" "$c"
     "$BENCH" refresh "http://127.0.0.1:$PORT" "$id" "$secret" http://127.0.0.1:9/cb bench \
@@ -61,7 +42,7 @@ ours() {
   local rss
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   echo "portcullis $label peak RSS: $((rss / 1024)) MiB"
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+  stop_server
 }
 
 peer() {
@@ -76,10 +57,8 @@ peer() {
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) x $(nproc), $(date -u +%FT%TZ), portcullis $(git rev-parse --short HEAD)"
 ours SQLite "sqlite://$work/bench.db"
 peer 1
-if psql "$PG_URL" -qAtc 'select 1' >/dev/null 2>&1; then
-  pgdb=portcullis_refresh_$$
-  psql "$PG_URL" -qc "CREATE DATABASE $pgdb" >/dev/null
-  ours PostgreSQL "${PG_URL%/*}/$pgdb"
+if pg_database portcullis_refresh; then
+  ours PostgreSQL "$PG_DB_URL"
   peer 2
 else
   echo "PostgreSQL not reachable at $PG_URL: skipped" >&2

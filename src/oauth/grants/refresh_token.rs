@@ -7,9 +7,9 @@
 //! One exception keeps a lost response from costing the client its grant (the connection, or the
 //! database's reply to a committed rotation, can fail after the rotation happened): within
 //! `tokens.refresh_retry_grace_secs` of a rotation, while the token it issued has never been
-//! used, a confidential client may present the rotated token once more. That unseen token is then retired, not
-//! deleted, so if someone does hold it, its use counts as reuse and revokes the family: theft is
-//! still detected, one step later.
+//! used, a confidential client may present the rotated token once more. That unseen token is
+//! then retired, not deleted, so if someone does hold it, its use counts as reuse and revokes the
+//! family: theft is still detected, one step later.
 
 use super::{person_tokens, PersonGrant};
 use crate::crypto::opaque;
@@ -70,7 +70,7 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
             // Find out why it did not rotate (and say so), or narrow the scope and rotate.
             let (record, user, scope) = check(issuer, client, request, &hash, store)?;
             let rotated = if record.used_at.is_some() {
-                let since = issuer.now - i64::from(issuer.tokens.refresh_retry_grace_secs);
+                let since = retry_since(issuer);
                 let retried =
                     store.rerotate_refresh(&hash, &client.client_id, issuer.now, since, &next)?;
                 if retried.is_some() {
@@ -158,8 +158,12 @@ fn check<S: RefreshGrantStore + ?Sized>(
 /// refresh tokens are useless to a thief without its secret. A public client's second use is
 /// always reuse (RFC 9700 4.14.2: rotation is how theft from public clients is detected).
 fn may_retry(issuer: &Issuer<'_>, client: &Client, used: i64) -> bool {
-    let grace = i64::from(issuer.tokens.refresh_retry_grace_secs);
-    grace > 0 && !client.is_public() && used > issuer.now - grace
+    issuer.tokens.refresh_retry_grace_secs > 0 && !client.is_public() && used > retry_since(issuer)
+}
+
+/// A token rotated after this moment is within the retry grace period.
+fn retry_since(issuer: &Issuer<'_>) -> i64 {
+    issuer.now - i64::from(issuer.tokens.refresh_retry_grace_secs)
 }
 
 /// Expiry, scope and the user, for a token that is current (or being retried).
