@@ -24,13 +24,14 @@ SERVER_LOG=${SERVER_LOG:-$work/server.log}
 # json_field KEY < JSON: one field of a JSON object.
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
-# pg_database NAME: create a database for this run (dropped on exit) and set PG_DB_URL; fails if
+# pg_database NAME: create a database for this run (dropped on exit) and set PG_DB_URL (with
+# $PG_DB_PARAMS appended, e.g. ?sslmode=disable); fails if
 # PostgreSQL is not reachable at $PG_URL.
 pg_database() {
   psql "$PG_URL" -qAtc 'select 1' >/dev/null 2>&1 || return 1
   pgdb=${1}_$$
   psql "$PG_URL" -qc "CREATE DATABASE $pgdb" >/dev/null
-  PG_DB_URL=${PG_URL%/*}/$pgdb
+  PG_DB_URL=${PG_URL%/*}/$pgdb${PG_DB_PARAMS:-}
 }
 
 # start_server: serve in the background (pid in $pid, log in $SERVER_LOG) and wait until ready.

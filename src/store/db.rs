@@ -1,7 +1,8 @@
 //! The diesel store: one implementation over SQLite and PostgreSQL through `MultiConnection`,
 //! with an r2d2 pool and migrations embedded in the binary.
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -12,6 +13,8 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 mod audit;
 mod federation;
 mod mfa;
+mod prepared;
+use prepared::{Bind, Prepared};
 mod reset;
 
 use super::schema::{
@@ -48,11 +51,45 @@ pub struct Manager {
     url: DatabaseUrl,
 }
 
+/// A pooled connection is checked (a round trip) when it is taken from the pool only if it was
+/// last known to work longer ago than this: under load each connection is checked a few times a
+/// second instead of before every statement, and one that died is still found out soon.
+const RECHECK_AFTER: Duration = Duration::from_millis(250);
+
+/// A pooled connection and when it last answered.
+pub struct Tracked {
+    conn: AnyConnection,
+    checked: Instant,
+}
+
 impl ManageConnection for Manager {
-    type Connection = AnyConnection;
+    type Connection = Tracked;
     type Error = r2d2::Error;
 
-    fn connect(&self) -> Result<AnyConnection, r2d2::Error> {
+    fn connect(&self) -> Result<Tracked, r2d2::Error> {
+        let conn = self.open()?;
+        Ok(Tracked {
+            conn,
+            checked: Instant::now(),
+        })
+    }
+
+    fn is_valid(&self, t: &mut Tracked) -> Result<(), r2d2::Error> {
+        if t.checked.elapsed() < RECHECK_AFTER {
+            return Ok(());
+        }
+        t.conn.ping().map_err(r2d2::Error::QueryError)?;
+        t.checked = Instant::now();
+        Ok(())
+    }
+
+    fn has_broken(&self, t: &mut Tracked) -> bool {
+        t.conn.is_broken()
+    }
+}
+
+impl Manager {
+    fn open(&self) -> Result<AnyConnection, r2d2::Error> {
         match &self.url {
             DatabaseUrl::Sqlite(path) => {
                 let path = path.to_string_lossy();
@@ -71,13 +108,21 @@ impl ManageConnection for Manager {
                 .map_err(r2d2::Error::ConnectionError),
         }
     }
+}
 
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), r2d2::Error> {
-        conn.ping().map_err(r2d2::Error::QueryError)
+/// A connection taken from the pool, used as the [`AnyConnection`] it holds.
+struct Conn(PooledConnection<Manager>);
+
+impl Deref for Conn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.0.conn
     }
+}
 
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        conn.is_broken()
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.0.conn
     }
 }
 
@@ -169,9 +214,10 @@ impl DbStore {
         Self { pool, is_sqlite }
     }
 
-    fn conn(&self) -> StoreResult<PooledConnection<Manager>> {
+    fn conn(&self) -> StoreResult<Conn> {
         self.pool
             .get()
+            .map(Conn)
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
@@ -856,7 +902,6 @@ fn insert_refresh(c: &mut AnyConnection, r: &RefreshRecord) -> QueryResult<usize
 
 /// Revoke a family's tokens and the live access tokens issued from it (inside a transaction).
 fn revoke_family_in(c: &mut AnyConnection, family_id: &str, now: UnixTime) -> QueryResult<()> {
-    use diesel::sql_types::{BigInt, Text};
     // On PostgreSQL a rotation committing meanwhile can add a token this UPDATE's snapshot does
     // not see (it waits on the old row, then re-checks only that row). Repeat until nothing is
     // left: revoked tokens cannot rotate, so each round can add at most what was in flight.
@@ -874,14 +919,13 @@ fn revoke_family_in(c: &mut AnyConnection, family_id: &str, now: UnixTime) -> Qu
     }
     // One statement both databases accept (numbered parameters, ON CONFLICT DO NOTHING), so
     // that two replicas revoking the same family at once do not fail each other.
-    diesel::sql_query(
+    Prepared::new(
         "INSERT INTO revoked_tokens (jti, expires_at) \
          SELECT access_jti, access_exp FROM refresh_tokens \
          WHERE family_id = $1 AND access_jti IS NOT NULL AND access_exp > $2 \
          ON CONFLICT (jti) DO NOTHING",
+        &[Bind::Text(family_id), Bind::BigInt(now)],
     )
-    .bind::<Text, _>(family_id)
-    .bind::<BigInt, _>(now)
     .execute(c)?;
     Ok(())
 }
@@ -1002,8 +1046,7 @@ fn rotate_pg(
     now: UnixTime,
     next: &NextRefresh,
 ) -> QueryResult<Option<RotatedByName>> {
-    use diesel::sql_types::{BigInt, Text};
-    diesel::sql_query(
+    Prepared::new(
         "WITH old AS ( \
            UPDATE refresh_tokens r SET used_at = $2, replaced_by = $4 \
            WHERE r.token_hash = $1 AND r.client_id = $3 AND r.used_at IS NULL \
@@ -1018,16 +1061,18 @@ fn rotate_pg(
              amr, $5, CASE WHEN offline THEN $6 ELSE LEAST($6, auth_time + $9) END, NULL, \
              false, $7, $8 FROM old) \
          SELECT old.*, u.* FROM old JOIN users u ON u.id = old.user_id",
+        &[
+            Bind::Text(old_hash),
+            Bind::BigInt(now),
+            Bind::Text(client_id),
+            Bind::Text(&next.token_hash),
+            Bind::BigInt(next.issued_at),
+            Bind::BigInt(next.expires_at),
+            Bind::Text(&next.access_jti),
+            Bind::BigInt(next.access_exp),
+            Bind::BigInt(next.online_lifetime_secs),
+        ],
     )
-    .bind::<Text, _>(old_hash)
-    .bind::<BigInt, _>(now)
-    .bind::<Text, _>(client_id)
-    .bind::<Text, _>(&next.token_hash)
-    .bind::<BigInt, _>(next.issued_at)
-    .bind::<BigInt, _>(next.expires_at)
-    .bind::<Text, _>(&next.access_jti)
-    .bind::<BigInt, _>(next.access_exp)
-    .bind::<BigInt, _>(next.online_lifetime_secs)
     .get_result::<RotatedByName>(c)
     .optional()
 }
