@@ -95,8 +95,11 @@ impl AuditEvent {
 
     /// Write the JSON log line.
     pub fn log(&self) {
-        let line = serde_json::to_string(self).unwrap_or_default();
-        tracing::info!(target: "audit", "{line}");
+        // Serialise only when the line will be written (`RUST_LOG` may leave `audit` out).
+        if tracing::enabled!(target: "audit", tracing::Level::INFO) {
+            let line = serde_json::to_string(self).unwrap_or_default();
+            tracing::info!(target: "audit", "{line}");
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 //! key pairs of RS256 and ES256 keys, keyed by their DER bytes, and delegates everything else
 //! (verification, JWK helpers, other algorithms) to the stock provider.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -53,7 +52,9 @@ impl JwtSigner for CachedSigner {
     }
 }
 
-type Cache = RwLock<HashMap<(u8, Vec<u8>), Arc<KeyPair>>>;
+/// (algorithm tag, key DER, parsed pair). Keys come from keys_dir only, a handful at most: a
+/// linear scan comparing bytes costs less than hashing the DER, and nothing needs evicting.
+type Cache = RwLock<Vec<(u8, Vec<u8>, Arc<KeyPair>)>>;
 
 fn cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -67,10 +68,11 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSi
         _ => return (DEFAULT_PROVIDER.signer_factory)(alg, key),
     };
     let der = key.as_bytes();
-    let hit = cache()
-        .read()
-        .ok()
-        .and_then(|c| c.get(&(tag, der.to_vec())).cloned());
+    let hit = cache().read().ok().and_then(|c| {
+        c.iter()
+            .find(|(t, d, _)| *t == tag && d.as_slice() == der)
+            .map(|(_, _, p)| Arc::clone(p))
+    });
     let pair = match hit {
         Some(p) => p,
         None => {
@@ -87,8 +89,7 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSi
             };
             let pair = Arc::new(parsed);
             if let Ok(mut c) = cache().write() {
-                // Keys come from keys_dir only; a handful at most, so no eviction is needed.
-                c.insert((tag, der.to_vec()), Arc::clone(&pair));
+                c.push((tag, der.to_vec(), Arc::clone(&pair)));
             }
             pair
         }

@@ -1,7 +1,7 @@
 //! Raw SQL that the connection keeps as a prepared statement.
 //!
 //! diesel never caches `sql_query` (its text may differ on every call), so PostgreSQL parses
-//! and plans it each time: for the one-statement refresh rotation that was about a third of the
+//! and plans it each time: for the one-statement refresh rotation that was over 40 % of the
 //! database's CPU. [`Prepared`] is for fixed SQL text only: diesel caches it by its text and
 //! bind types, and PostgreSQL moves to a generic plan after a few executions.
 
