@@ -90,8 +90,20 @@ fn call(
     r
 }
 
-/// One complete sign-in; the token response, if it succeeded.
-fn one_flow(agent: &ureq::Agent, f: &Flow, scope: &str) -> Option<serde_json::Value> {
+/// The body of a step's answer, or which step failed and how (status and the page's error).
+fn body(step: &str, r: ureq::Response) -> Result<String, String> {
+    let status = r.status();
+    let text = r.into_string().unwrap_or_default();
+    if status < 400 {
+        return Ok(text);
+    }
+    let start = text.find("<main").unwrap_or(0);
+    let gist: String = text[start..].chars().take(300).collect();
+    Err(format!("{step}: {status} {gist}"))
+}
+
+/// One complete sign-in: the token response, or which step failed.
+fn one_flow(agent: &ureq::Agent, f: &Flow, scope: &str) -> Result<serde_json::Value, String> {
     let verifier = format!("{:0>64}", rand_suffix());
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(verifier.as_bytes()));
@@ -113,7 +125,8 @@ fn one_flow(agent: &ureq::Agent, f: &Flow, scope: &str) -> Option<serde_json::Va
         None,
         &mut jar,
     );
-    let csrf = hidden(&login.into_string().unwrap_or_default(), "csrf_token")?;
+    let csrf = hidden(&body("authorize", login)?, "csrf_token")
+        .ok_or("authorize: no csrf_token on the login page")?;
     let mut form: Vec<(&str, &str)> = params.to_vec();
     form.extend([
         ("csrf_token", csrf.as_str()),
@@ -125,7 +138,8 @@ fn one_flow(agent: &ureq::Agent, f: &Flow, scope: &str) -> Option<serde_json::Va
         Some(&form),
         &mut jar,
     );
-    let csrf2 = hidden(&consent.into_string().unwrap_or_default(), "csrf_token")?;
+    let csrf2 = hidden(&body("login", consent)?, "csrf_token")
+        .ok_or("login: no csrf_token on the consent page")?;
     let mut form: Vec<(&str, &str)> = params.to_vec();
     form.extend([("csrf_token", csrf2.as_str()), ("decision", "allow")]);
     let back = call(
@@ -133,12 +147,16 @@ fn one_flow(agent: &ureq::Agent, f: &Flow, scope: &str) -> Option<serde_json::Va
         Some(&form),
         &mut jar,
     );
-    let location = back.header("location").map(str::to_owned)?;
-    let code = url::Url::parse(&location).ok().and_then(|u| {
-        u.query_pairs()
-            .find(|(k, _)| k == "code")
-            .map(|(_, v)| v.into_owned())
-    })?;
+    let location = back.header("location").map(str::to_owned);
+    body("consent", back)?;
+    let code = location
+        .and_then(|l| url::Url::parse(&l).ok())
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == "code")
+                .map(|(_, v)| v.into_owned())
+        })
+        .ok_or("consent: no code in the redirect")?;
     let token = agent
         .post(&format!("{}/token", f.base))
         .set("Authorization", &basic(f))
@@ -148,7 +166,14 @@ fn one_flow(agent: &ureq::Agent, f: &Flow, scope: &str) -> Option<serde_json::Va
             ("redirect_uri", f.redirect),
             ("code_verifier", &verifier),
         ]);
-    token.ok().filter(|r| r.status() == 200)?.into_json().ok()
+    match token {
+        Ok(r) => r.into_json().map_err(|e| format!("token: {e}")),
+        Err(ureq::Error::Status(status, r)) => Err(format!(
+            "token: {status} {}",
+            r.into_string().unwrap_or_default()
+        )),
+        Err(e) => Err(format!("token: {e}")),
+    }
 }
 
 fn basic(f: &Flow) -> String {
@@ -170,7 +195,8 @@ fn refresh_chains(f: &Flow, seconds: u64, chains: usize) {
     };
     let starts: Vec<String> = (0..chains)
         .map(|_| {
-            let t = one_flow(&agent(), f, "api:read").expect("sign-in for a refresh token");
+            let t = one_flow(&agent(), f, "api:read")
+                .unwrap_or_else(|why| panic!("sign-in for a refresh token: {why}"));
             t["refresh_token"]
                 .as_str()
                 .expect("refresh_token")
@@ -311,9 +337,12 @@ fn soak(f: &Flow, cc: (&str, &str), seconds: u64, pid: &str) {
                 let url = |p: &str| format!("{}{p}", f.base);
                 while Instant::now() < deadline {
                     tally.requests.fetch_add(4, Ordering::Relaxed);
-                    let Some(t) = one_flow(&agent, f, "openid profile") else {
-                        tally.bad("sign-in flow".into());
-                        continue;
+                    let t = match one_flow(&agent, f, "openid profile") {
+                        Ok(t) => t,
+                        Err(why) => {
+                            tally.bad(format!("sign-in flow, {why}"));
+                            continue;
+                        }
                     };
                     tally.flows.fetch_add(1, Ordering::Relaxed);
                     let at = t["access_token"].as_str().unwrap_or_default().to_owned();
@@ -471,7 +500,7 @@ fn main() {
                     scope.spawn(|| {
                         let agent = ureq::AgentBuilder::new().redirects(0).timeout(Duration::from_secs(30)).build();
                         while next.fetch_add(1, Ordering::Relaxed) < flows {
-                            if one_flow(&agent, &f, "openid profile").is_some() {
+                            if one_flow(&agent, &f, "openid profile").is_ok() {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                         }
