@@ -89,7 +89,10 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSi
             };
             let pair = Arc::new(parsed);
             if let Ok(mut c) = cache().write() {
-                c.push((tag, der.to_vec(), Arc::clone(&pair)));
+                // Another thread may have parsed the same key meanwhile.
+                if !c.iter().any(|(t, d, _)| *t == tag && d.as_slice() == der) {
+                    c.push((tag, der.to_vec(), Arc::clone(&pair)));
+                }
             }
             pair
         }

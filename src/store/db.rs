@@ -1037,6 +1037,8 @@ impl RotatedByName {
 
 /// PostgreSQL's rotation in one statement (one round trip): mark the token used if it is
 /// current, insert the next one of its family from the same row, return the grant and the user.
+/// The columns are named (no `r.*` or `u.*`): the statement is prepared once per connection, and
+/// PostgreSQL refuses a kept statement whose result columns a later migration would change.
 /// The UPDATE's row lock serialises concurrent rotations; each re-checks `used_at IS NULL` and
 /// only the winner's INSERT and SELECT see a row.
 fn rotate_pg(
@@ -1052,7 +1054,9 @@ fn rotate_pg(
            WHERE r.token_hash = $1 AND r.client_id = $3 AND r.used_at IS NULL \
              AND NOT r.revoked AND r.expires_at > $2 \
              AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND NOT u.locked) \
-           RETURNING r.*), \
+           RETURNING r.token_hash, r.family_id, r.client_id, r.user_id, r.session_hash, \
+             r.scope, r.offline, r.auth_time, r.amr, r.issued_at, r.expires_at, r.used_at, \
+             r.revoked, r.access_jti, r.access_exp), \
          ins AS ( \
            INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, session_hash, \
              scope, offline, auth_time, amr, issued_at, expires_at, used_at, revoked, \
@@ -1060,7 +1064,9 @@ fn rotate_pg(
            SELECT $4, family_id, client_id, user_id, session_hash, scope, offline, auth_time, \
              amr, $5, CASE WHEN offline THEN $6 ELSE LEAST($6, auth_time + $9) END, NULL, \
              false, $7, $8 FROM old) \
-         SELECT old.*, u.* FROM old JOIN users u ON u.id = old.user_id",
+         SELECT old.*, u.id, u.username, u.email, u.name, u.roles, u.password_hash, u.locked, \
+           u.failed_logins, u.locked_until, u.created_at, u.phone_number, u.address \
+         FROM old JOIN users u ON u.id = old.user_id",
         &[
             Bind::Text(old_hash),
             Bind::BigInt(now),
@@ -1420,27 +1426,85 @@ mod tests {
         }
     }
 
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            username: id.into(),
+            email: None,
+            name: None,
+            phone_number: None,
+            address: None,
+            roles: vec![],
+            password_hash: None,
+            locked: false,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: 1,
+        }
+    }
+
+    /// The rotation is a statement kept prepared on its connection: a migration that adds
+    /// columns to its tables while the server runs must not break it (PostgreSQL refuses a kept
+    /// statement whose result columns changed, "cached plan must not change result type").
+    #[test]
+    fn kept_rotation_statement_survives_added_columns_on_postgres() {
+        let admin = std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let required = std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+        let mut a = match diesel::PgConnection::establish(&admin) {
+            Ok(c) => c,
+            Err(e) if required => panic!("REQUIRE_POSTGRES=1 but PostgreSQL is unreachable: {e}"),
+            Err(e) => {
+                eprintln!("NOTICE: PostgreSQL unit test skipped (no server at {admin}): {e}");
+                return;
+            }
+        };
+        let name = format!("portcullis_unit_{}", crate::crypto::opaque::random_id())
+            .to_lowercase()
+            .replace('-', "_");
+        a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        let outcome = std::panic::catch_unwind(|| {
+            // One connection, so both rotations run on the one that keeps the statement.
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.clone()));
+            store.migrate().unwrap();
+            store.create_user(&user("u")).unwrap();
+            insert_refresh(
+                &mut store.conn().unwrap(),
+                &refresh("r1", "f", "s", true, "j1"),
+            )
+            .unwrap();
+            assert!(store
+                .rotate_refresh("r1", "c", 20, &next("r2", "j2"))
+                .unwrap()
+                .is_some());
+            store
+                .conn()
+                .unwrap()
+                .batch_execute(
+                    "ALTER TABLE refresh_tokens ADD COLUMN later_a INTEGER; \
+                     ALTER TABLE users ADD COLUMN later_b TEXT",
+                )
+                .unwrap();
+            let (old, u) = store
+                .rotate_refresh("r2", "c", 21, &next("r3", "j3"))
+                .unwrap()
+                .expect("the kept statement still rotates");
+            assert_eq!((old.token_hash.as_str(), u.id.as_str()), ("r2", "u"));
+        });
+        a.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
     #[test]
     fn refresh_rotation_is_single_use_and_family_revocation_takes_access_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
         store.migrate().unwrap();
-        store
-            .create_user(&User {
-                id: "u".into(),
-                username: "u".into(),
-                email: None,
-                name: None,
-                phone_number: None,
-                address: None,
-                roles: vec![],
-                password_hash: None,
-                locked: false,
-                failed_logins: 0,
-                locked_until: None,
-                created_at: 1,
-            })
-            .unwrap();
+        store.create_user(&user("u")).unwrap();
         let find = |h: &str| store.find_refresh(h).unwrap().map(|(r, _)| r);
         let rotate = |old: &str, client: &str, now: i64, new: &str| {
             store
