@@ -647,47 +647,57 @@ impl UserStore for DbStore {
     fn reserve_ip(&self, ip: &str, now: UnixTime, window_secs: i64, max: i32) -> StoreResult<bool> {
         use login_ip_failures::dsl as t;
         let mut conn = self.conn()?;
-        let n = diesel::update(
-            t::login_ip_failures
+        // A few rounds: another request (or replica) may start or fill the window between our
+        // statements; only a full live window refuses the attempt.
+        for _ in 0..4 {
+            let n = diesel::update(
+                t::login_ip_failures
+                    .find(ip)
+                    .filter(t::window_start.gt(now - window_secs))
+                    .filter(t::failures.lt(max)),
+            )
+            .set(t::failures.eq(t::failures + 1))
+            .execute(&mut *conn)
+            .map_err(db_err)?;
+            if n == 1 {
+                return Ok(true);
+            }
+            let live = t::login_ip_failures
                 .find(ip)
                 .filter(t::window_start.gt(now - window_secs))
-                .filter(t::failures.lt(max)),
-        )
-        .set(t::failures.eq(t::failures + 1))
-        .execute(&mut *conn)
-        .map_err(db_err)?;
-        if n == 1 {
-            return Ok(true);
-        }
-        let live = t::login_ip_failures
-            .find(ip)
-            .filter(t::window_start.gt(now - window_secs))
-            .select(t::failures)
-            .first::<i32>(&mut *conn)
-            .optional()
-            .map_err(db_err)?;
-        if live.is_some() {
-            return Ok(false);
-        }
-        // No window, or a stale one: start a new window with this attempt.
-        let started = conn.transaction(|c| {
-            diesel::delete(t::login_ip_failures.find(ip)).execute(c)?;
-            diesel::insert_into(t::login_ip_failures)
-                .values((t::ip.eq(ip), t::window_start.eq(now), t::failures.eq(1)))
-                .execute(c)
-        });
-        match started.map_err(db_err) {
-            Ok(_) => Ok(true),
-            // Another replica started it at the same moment: count this attempt there.
-            Err(StoreError::Conflict) => {
-                let n = diesel::update(t::login_ip_failures.find(ip).filter(t::failures.lt(max)))
-                    .set(t::failures.eq(t::failures + 1))
-                    .execute(&mut *conn)
-                    .map_err(db_err)?;
-                Ok(n == 1)
+                .select(t::failures)
+                .first::<i32>(&mut *conn)
+                .optional()
+                .map_err(db_err)?;
+            match live {
+                Some(failures) if failures >= max => return Ok(false),
+                // Started by a concurrent attempt after our UPDATE looked: count this one there.
+                Some(_) => continue,
+                None => {}
             }
-            Err(e) => Err(e),
+            // No window, or a stale one: start a new window with this attempt. Only a stale
+            // row is removed: one a concurrent attempt just started stays, and the insert
+            // then conflicts with it.
+            let started = conn.transaction(|c| {
+                diesel::delete(
+                    t::login_ip_failures
+                        .find(ip)
+                        .filter(t::window_start.le(now - window_secs)),
+                )
+                .execute(c)?;
+                diesel::insert_into(t::login_ip_failures)
+                    .values((t::ip.eq(ip), t::window_start.eq(now), t::failures.eq(1)))
+                    .execute(c)
+            });
+            match started.map_err(db_err) {
+                Ok(_) => return Ok(true),
+                // Another attempt started it at the same moment: count this one there.
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
         }
+        // Still contended after several rounds: refuse rather than count nowhere.
+        Ok(false)
     }
 
     fn release_ip(&self, ip: &str) -> StoreResult<()> {
@@ -1443,11 +1453,9 @@ mod tests {
         }
     }
 
-    /// The rotation is a statement kept prepared on its connection: a migration that adds
-    /// columns to its tables while the server runs must not break it (PostgreSQL refuses a kept
-    /// statement whose result columns changed, "cached plan must not change result type").
-    #[test]
-    fn kept_rotation_statement_survives_added_columns_on_postgres() {
+    /// Run `test` against a PostgreSQL database made for it (dropped afterwards, also when the
+    /// test fails); skipped with a notice when there is no server, unless `REQUIRE_POSTGRES=1`.
+    fn with_postgres(test: impl FnOnce(&str) + std::panic::UnwindSafe) {
         let admin = std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let required = std::env::var("REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
@@ -1464,9 +1472,22 @@ mod tests {
             .replace('-', "_");
         a.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
         let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-        let outcome = std::panic::catch_unwind(|| {
+        let outcome = std::panic::catch_unwind(|| test(&url));
+        a.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// The rotation is a statement kept prepared on its connection: a migration that adds
+    /// columns to its tables while the server runs must not break it (PostgreSQL refuses a kept
+    /// statement whose result columns changed, "cached plan must not change result type").
+    #[test]
+    fn kept_rotation_statement_survives_added_columns_on_postgres() {
+        with_postgres(|url| {
             // One connection, so both rotations run on the one that keeps the statement.
-            let store = DbStore::open_single(DatabaseUrl::Postgres(url.clone()));
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
             store.migrate().unwrap();
             store.create_user(&user("u")).unwrap();
             insert_refresh(
@@ -1492,11 +1513,50 @@ mod tests {
                 .expect("the kept statement still rotates");
             assert_eq!((old.token_hash.as_str(), u.id.as_str()), ("r2", "u"));
         });
-        a.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .unwrap();
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
+    }
+
+    /// Concurrent first attempts from one address (an office behind one NAT, two replicas):
+    /// whoever starts the window, every attempt is counted in it and none is refused while it
+    /// has room. Counted exactly: the limit holds under the race too.
+    #[test]
+    fn concurrent_first_attempts_from_one_address_share_the_new_window_on_postgres() {
+        with_postgres(|url| {
+            let store = DbStore::open(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            const THREADS: usize = 6;
+            for round in 0..15 {
+                let ip = format!("203.0.113.{round}");
+                let barrier = std::sync::Barrier::new(THREADS);
+                let admitted = std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..THREADS)
+                        .map(|_| {
+                            s.spawn(|| {
+                                barrier.wait();
+                                store.reserve_ip(&ip, 1_000, 900, 20).unwrap()
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap())
+                        .filter(|ok| *ok)
+                        .count()
+                });
+                assert_eq!(admitted, THREADS, "round {round}: an attempt was refused");
+                let counted: i32 = login_ip_failures::table
+                    .find(&ip)
+                    .select(login_ip_failures::failures)
+                    .first(&mut *store.conn().unwrap())
+                    .unwrap();
+                assert_eq!(counted, THREADS as i32, "round {round}");
+            }
+            // And the limit: 20 in the window, then refused.
+            let ip = "198.51.100.1";
+            let admitted = (0..25)
+                .filter(|_| store.reserve_ip(ip, 1_000, 900, 20).unwrap())
+                .count();
+            assert_eq!(admitted, 20);
+        });
     }
 
     #[test]
