@@ -24,9 +24,8 @@ SERVER_LOG=${SERVER_LOG:-$work/server.log}
 # json_field KEY < JSON: one field of a JSON object.
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
-# pg_database NAME: create a database for this run (dropped on exit) and set PG_DB_URL (with
-# $PG_DB_PARAMS appended, e.g. ?sslmode=disable); fails if
-# PostgreSQL is not reachable at $PG_URL.
+# pg_database NAME: create a database for this run (dropped on exit) and set PG_DB_URL, with
+# $PG_DB_PARAMS appended (e.g. ?sslmode=disable); fails if PostgreSQL is not reachable at $PG_URL.
 pg_database() {
   psql "$PG_URL" -qAtc 'select 1' >/dev/null 2>&1 || return 1
   pgdb=${1}_$$

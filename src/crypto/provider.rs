@@ -56,6 +56,13 @@ impl JwtSigner for CachedSigner {
 /// linear scan comparing bytes costs less than hashing the DER, and nothing needs evicting.
 type Cache = RwLock<Vec<(u8, Vec<u8>, Arc<KeyPair>)>>;
 
+/// The parsed pair for `der` under `tag`, if it is cached.
+fn cached(c: &[(u8, Vec<u8>, Arc<KeyPair>)], tag: u8, der: &[u8]) -> Option<Arc<KeyPair>> {
+    c.iter()
+        .find(|(t, d, _)| *t == tag && d.as_slice() == der)
+        .map(|(_, _, p)| Arc::clone(p))
+}
+
 fn cache() -> &'static Cache {
     static CACHE: OnceLock<Cache> = OnceLock::new();
     CACHE.get_or_init(Cache::default)
@@ -68,11 +75,7 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSi
         _ => return (DEFAULT_PROVIDER.signer_factory)(alg, key),
     };
     let der = key.as_bytes();
-    let hit = cache().read().ok().and_then(|c| {
-        c.iter()
-            .find(|(t, d, _)| *t == tag && d.as_slice() == der)
-            .map(|(_, _, p)| Arc::clone(p))
-    });
+    let hit = cache().read().ok().and_then(|c| cached(&c, tag, der));
     let pair = match hit {
         Some(p) => p,
         None => {
@@ -90,7 +93,7 @@ fn signer_factory(alg: &Algorithm, key: &EncodingKey) -> JwtResult<Box<dyn JwtSi
             let pair = Arc::new(parsed);
             if let Ok(mut c) = cache().write() {
                 // Another thread may have parsed the same key meanwhile.
-                if !c.iter().any(|(t, d, _)| *t == tag && d.as_slice() == der) {
+                if cached(&c, tag, der).is_none() {
                     c.push((tag, der.to_vec(), Arc::clone(&pair)));
                 }
             }

@@ -14,8 +14,9 @@ mod audit;
 mod federation;
 mod mfa;
 mod prepared;
-use prepared::{Bind, Prepared};
 mod reset;
+
+use prepared::{Bind, Prepared};
 
 use super::schema::{
     authorization_codes, clients, consents, login_ip_failures, password_resets, pending_links,
