@@ -1,11 +1,47 @@
 //! The audit table: appended in batches, read by `audit list`.
 
+use std::sync::OnceLock;
+
 use diesel::prelude::*;
 
 use super::super::schema::audit_events;
+use super::prepared::{Bind, Prepared};
 use super::{db_err, DbStore};
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::store::{AuditStore, StoreResult};
+
+/// Rows per INSERT statement. One statement a row spent more in diesel and in SQLite's statement
+/// set-up than in the rows (the audit writer was 14 % of the server's CPU at 28k tokens/s).
+const CHUNK: usize = 32;
+
+/// The multi-row INSERT for `rows` rows (1 ..= CHUNK), numbered placeholders, built once; both
+/// databases keep it prepared.
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (0..=CHUNK)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|r| {
+                        let cols: Vec<String> = (1..=COLUMNS)
+                            .map(|c| format!("${}", r * COLUMNS + c))
+                            .collect();
+                        format!("({})", cols.join(", "))
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO audit_events \
+                     (id, at, event, user_id, client_id, ip, user_agent, request_id, detail) \
+                     VALUES {}",
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    &all[rows]
+}
+
+const COLUMNS: usize = 9;
 
 type AuditRow = (
     String,
@@ -23,21 +59,24 @@ impl AuditStore for DbStore {
     fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
-            // Row by row: batch inserts are not portable across the two backends.
-            for e in events {
-                diesel::insert_into(audit_events::table)
-                    .values((
-                        audit_events::id.eq(&e.id),
-                        audit_events::at.eq(e.at),
-                        audit_events::event.eq(&e.event),
-                        audit_events::user_id.eq(&e.user_id),
-                        audit_events::client_id.eq(&e.client_id),
-                        audit_events::ip.eq(&e.ip),
-                        audit_events::user_agent.eq(&e.user_agent),
-                        audit_events::request_id.eq(&e.request_id),
-                        audit_events::detail.eq(&e.detail),
-                    ))
-                    .execute(c)?;
+            for chunk in events.chunks(CHUNK) {
+                let binds: Vec<Bind<'_>> = chunk
+                    .iter()
+                    .flat_map(|e| {
+                        [
+                            Bind::Text(&e.id),
+                            Bind::BigInt(e.at),
+                            Bind::Text(&e.event),
+                            Bind::OptText(e.user_id.as_deref()),
+                            Bind::OptText(e.client_id.as_deref()),
+                            Bind::OptText(e.ip.as_deref()),
+                            Bind::OptText(e.user_agent.as_deref()),
+                            Bind::OptText(e.request_id.as_deref()),
+                            Bind::OptText(e.detail.as_deref()),
+                        ]
+                    })
+                    .collect();
+                Prepared::new(insert_sql(chunk.len()), &binds).execute(c)?;
             }
             Ok(())
         })

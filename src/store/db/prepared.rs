@@ -8,13 +8,15 @@
 use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{BigInt, HasSqlType, Text, Untyped};
+use diesel::sql_types::{BigInt, HasSqlType, Nullable, Text, Untyped};
 use diesel::{QueryResult, RunQueryDsl};
 
 /// A value for a `$n` placeholder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Bind<'a> {
     Text(&'a str),
+    /// Text or SQL NULL.
+    OptText(Option<&'a str>),
     BigInt(i64),
 }
 
@@ -35,10 +37,11 @@ impl<'a> Prepared<'a> {
     }
 }
 
-impl<DB> QueryFragment<DB> for Prepared<'_>
+impl<'a, DB> QueryFragment<DB> for Prepared<'a>
 where
     DB: Backend + HasSqlType<Text> + HasSqlType<BigInt>,
     str: ToSql<Text, DB>,
+    Option<&'a str>: ToSql<Nullable<Text>, DB>,
     i64: ToSql<BigInt, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
@@ -59,6 +62,7 @@ where
             let n: usize = after[..digits].parse().map_err(|_| unnumbered(self.sql))?;
             match n.checked_sub(1).and_then(|i| self.binds.get(i)) {
                 Some(Bind::Text(v)) => out.push_bind_param::<Text, str>(v)?,
+                Some(Bind::OptText(v)) => out.push_bind_param::<Nullable<Text>, _>(v)?,
                 Some(Bind::BigInt(v)) => out.push_bind_param::<BigInt, i64>(v)?,
                 None => return Err(unnumbered(self.sql)),
             }
