@@ -9,6 +9,8 @@
 #   PORT=18080          our server's port (the peer uses 3000)
 #   OUT=bench/results/<UTC stamp>   results.tsv, raw oha JSON, logs, summary.md
 #   plus bench.sh's DURATION, WARMUP, CONCURRENCY, LOADGEN_CPUS, LOADGEN_THREADS
+#   SERVER_CPUS=0       pinned mode: both servers under `taskset -c 0` (with LOADGEN_CPUS=1
+#                       LOADGEN_THREADS=1 for oha), openssl's rate measured on those CPUs only
 # Loopback only; every run is bounded by DURATION and stops by itself.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,9 +49,19 @@ secret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"
   echo "portcullis: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 } > "$OUT/machine.txt"
 
+# Pinned mode: our server on SERVER_CPUS (run-oidc-provider.sh reads the same variable), and
+# openssl as many processes as those CPUs.
+pin=()
+cpus=$(nproc)
+if [[ -n ${SERVER_CPUS:-} ]]; then
+  pin=(taskset -c "$SERVER_CPUS")
+  cpus=$(taskset -c "$SERVER_CPUS" nproc)
+fi
+speed() { "${pin[@]}" openssl speed -seconds 3 -multi "$cpus" "$@" 2>/dev/null; }
+
 ours() {
   local alg=$1 workloads=$2
-  PORTCULLIS_TOKENS__ACCESS_TOKEN_ALG=$alg RUST_LOG=warn "$BIN" serve >>"$OUT/ours-$alg.log" 2>&1 &
+  PORTCULLIS_TOKENS__ACCESS_TOKEN_ALG=$alg RUST_LOG=warn "${pin[@]}" "$BIN" serve >>"$OUT/ours-$alg.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   (cd "$PEERS" && SERVER_PID=$pid LABEL="portcullis $alg" CC_SCOPE=api:read WORKLOADS=$workloads \
@@ -68,16 +80,16 @@ for round in $(seq "$ROUNDS"); do
   echo "== round $round / $ROUNDS" >&2
   ours ES256 "cc jwks discovery"
   peer ES256 "$round"
-  # The machine's RSA-2048 signing rate on both cores just before our RS256 run: the RS256
+  # The machine's RSA-2048 signing rate (on the server's cores) just before our RS256 run: the RS256
   # target is a share of it, and it drifts with the shared machine's load.
-  openssl speed -seconds 3 -multi "$(nproc)" rsa2048 2>/dev/null |
+  speed rsa2048 |
     grep -E "^rsa 2048" | sed "s/^/round $round: /" | tee -a "$OUT/openssl-speed.txt" >&2
   ours RS256 "cc"
   peer RS256 "$round"
 done
 
 # Both signing limits once more at the end of the window.
-openssl speed -seconds 3 -multi "$(nproc)" rsa2048 ecdsap256 2>/dev/null |
+speed rsa2048 ecdsap256 |
   grep -E "^(rsa 2048|256 bits ecdsa)" | sed "s/^/end: /" | tee -a "$OUT/openssl-speed.txt" >&2
 "$PEERS/summarize.py" --max-other 10 "$OUT/results.tsv" | tee "$OUT/summary.md"
 echo "# results in $OUT" >&2
