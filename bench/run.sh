@@ -90,6 +90,6 @@ done
 
 # Both signing limits once more at the end of the window.
 speed rsa2048 ecdsap256 |
-  grep -E "^(rsa 2048|256 bits ecdsa)" | sed "s/^/end: /" | tee -a "$OUT/openssl-speed.txt" >&2
+  grep -E "^ *(rsa 2048|256 bits ecdsa)" | sed "s/^/end: /" | tee -a "$OUT/openssl-speed.txt" >&2
 "$PEERS/summarize.py" --max-other 10 "$OUT/results.tsv" | tee "$OUT/summary.md"
 echo "# results in $OUT" >&2
