@@ -54,14 +54,15 @@ secret=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"
 pin=()
 cpus=$(nproc)
 if [[ -n ${SERVER_CPUS:-} ]]; then
+  export SERVER_CPUS
   pin=(taskset -c "$SERVER_CPUS")
   cpus=$(taskset -c "$SERVER_CPUS" nproc)
 fi
-speed() { "${pin[@]}" openssl speed -seconds 3 -multi "$cpus" "$@" 2>/dev/null; }
+speed() { ${pin[@]+"${pin[@]}"} openssl speed -seconds 3 -multi "$cpus" "$@" 2>/dev/null; }
 
 ours() {
   local alg=$1 workloads=$2
-  PORTCULLIS_TOKENS__ACCESS_TOKEN_ALG=$alg RUST_LOG=warn "${pin[@]}" "$BIN" serve >>"$OUT/ours-$alg.log" 2>&1 &
+  PORTCULLIS_TOKENS__ACCESS_TOKEN_ALG=$alg RUST_LOG=warn ${pin[@]+"${pin[@]}"} "$BIN" serve >>"$OUT/ours-$alg.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   (cd "$PEERS" && SERVER_PID=$pid LABEL="portcullis $alg" CC_SCOPE=api:read WORKLOADS=$workloads \
@@ -83,13 +84,13 @@ for round in $(seq "$ROUNDS"); do
   # The machine's RSA-2048 signing rate (on the server's cores) just before our RS256 run: the RS256
   # target is a share of it, and it drifts with the shared machine's load.
   speed rsa2048 |
-    grep -E "^rsa 2048" | sed "s/^/round $round: /" | tee -a "$OUT/openssl-speed.txt" >&2
+    { grep -E "^ *rsa +2048" || true; } | sed "s/^/round $round: /" | tee -a "$OUT/openssl-speed.txt" >&2
   ours RS256 "cc"
   peer RS256 "$round"
 done
 
 # Both signing limits once more at the end of the window.
 speed rsa2048 ecdsap256 |
-  grep -E "^ *(rsa 2048|256 bits ecdsa)" | sed "s/^/end: /" | tee -a "$OUT/openssl-speed.txt" >&2
+  { grep -E "^ *rsa +2048|^ *256 bits ecdsa" || true; } | sed "s/^/end: /" | tee -a "$OUT/openssl-speed.txt" >&2
 "$PEERS/summarize.py" --max-other 10 "$OUT/results.tsv" | tee "$OUT/summary.md"
 echo "# results in $OUT" >&2

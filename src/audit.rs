@@ -261,12 +261,13 @@ mod tests {
         sent.sort();
         assert_eq!(written, sent, "every row exactly once");
         assert!(batches.iter().all(|b| b.len() <= BATCH));
-        // 2,400 rows sent as fast as four threads can: a handful of transactions, not one a row.
-        assert!(batches.len() <= 20, "{} transactions", batches.len());
+        // 2,400 rows sent as fast as four threads can: rows share transactions (one a row would
+        // be 2,400; the bound leaves room for a slow, busy machine).
+        assert!(batches.len() <= 120, "{} transactions", batches.len());
     }
 
     #[test]
-    fn a_lone_row_is_written_without_waiting_for_more() {
+    fn a_lone_row_is_written_on_its_own() {
         let store = Arc::new(Recorder::default());
         let auditor = Auditor::start(store.clone()).unwrap();
         auditor.record(AuditEvent::new("login.success", 1));

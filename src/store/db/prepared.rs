@@ -20,7 +20,7 @@ pub(crate) enum Bind<'a> {
     BigInt(i64),
 }
 
-/// A fixed SQL text with numbered placeholders (`$1` … `$9`, each may appear several times) and
+/// A fixed SQL text with numbered placeholders (`$1`, `$2`, …, each may appear several times) and
 /// their values in order.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared<'a> {
