@@ -16,7 +16,7 @@ mod mfa;
 mod prepared;
 mod reset;
 
-use prepared::{Bind, Prepared};
+use prepared::{fixed_sql, Bind, Prepared};
 
 use super::schema::{
     authorization_codes, clients, consents, login_ip_failures, password_resets, pending_links,
@@ -911,6 +911,15 @@ fn insert_refresh(c: &mut AnyConnection, r: &RefreshRecord) -> QueryResult<usize
         .execute(c)
 }
 
+fixed_sql!(
+    /// Deny-list the unexpired access tokens of a family's refresh tokens.
+    RevokeFamilyAccess,
+    "INSERT INTO revoked_tokens (jti, expires_at) \
+     SELECT access_jti, access_exp FROM refresh_tokens \
+     WHERE family_id = $1 AND access_jti IS NOT NULL AND access_exp > $2 \
+     ON CONFLICT (jti) DO NOTHING"
+);
+
 /// Revoke a family's tokens and the live access tokens issued from it (inside a transaction).
 fn revoke_family_in(c: &mut AnyConnection, family_id: &str, now: UnixTime) -> QueryResult<()> {
     // On PostgreSQL a rotation committing meanwhile can add a token this UPDATE's snapshot does
@@ -930,14 +939,8 @@ fn revoke_family_in(c: &mut AnyConnection, family_id: &str, now: UnixTime) -> Qu
     }
     // One statement both databases accept (numbered parameters, ON CONFLICT DO NOTHING), so
     // that two replicas revoking the same family at once do not fail each other.
-    Prepared::new(
-        "INSERT INTO revoked_tokens (jti, expires_at) \
-         SELECT access_jti, access_exp FROM refresh_tokens \
-         WHERE family_id = $1 AND access_jti IS NOT NULL AND access_exp > $2 \
-         ON CONFLICT (jti) DO NOTHING",
-        &[Bind::Text(family_id), Bind::BigInt(now)],
-    )
-    .execute(c)?;
+    Prepared::<RevokeFamilyAccess>::fixed(vec![Bind::Text(family_id), Bind::BigInt(now)])
+        .execute(c)?;
     Ok(())
 }
 
@@ -1046,6 +1049,29 @@ impl RotatedByName {
     }
 }
 
+fixed_sql!(
+    /// The refresh rotation on PostgreSQL (see [`rotate_pg`]).
+    RotatePg,
+    "WITH old AS ( \
+       UPDATE refresh_tokens r SET used_at = $2, replaced_by = $4 \
+       WHERE r.token_hash = $1 AND r.client_id = $3 AND r.used_at IS NULL \
+         AND NOT r.revoked AND r.expires_at > $2 \
+         AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND NOT u.locked) \
+       RETURNING r.token_hash, r.family_id, r.client_id, r.user_id, r.session_hash, \
+         r.scope, r.offline, r.auth_time, r.amr, r.issued_at, r.expires_at, r.used_at, \
+         r.revoked, r.access_jti, r.access_exp), \
+     ins AS ( \
+       INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, session_hash, \
+         scope, offline, auth_time, amr, issued_at, expires_at, used_at, revoked, \
+         access_jti, access_exp) \
+       SELECT $4, family_id, client_id, user_id, session_hash, scope, offline, auth_time, \
+         amr, $5, CASE WHEN offline THEN $6 ELSE LEAST($6, auth_time + $9) END, NULL, \
+         false, $7, $8 FROM old) \
+     SELECT old.*, u.id, u.username, u.email, u.name, u.roles, u.password_hash, u.locked, \
+       u.failed_logins, u.locked_until, u.created_at, u.phone_number, u.address \
+     FROM old JOIN users u ON u.id = old.user_id"
+);
+
 /// PostgreSQL's rotation in one statement (one round trip): mark the token used if it is
 /// current, insert the next one of its family from the same row, return the grant and the user.
 /// The columns are named (no `r.*` or `u.*`): the statement is prepared once per connection, and
@@ -1059,37 +1085,17 @@ fn rotate_pg(
     now: UnixTime,
     next: &NextRefresh,
 ) -> QueryResult<Option<RotatedByName>> {
-    Prepared::new(
-        "WITH old AS ( \
-           UPDATE refresh_tokens r SET used_at = $2, replaced_by = $4 \
-           WHERE r.token_hash = $1 AND r.client_id = $3 AND r.used_at IS NULL \
-             AND NOT r.revoked AND r.expires_at > $2 \
-             AND EXISTS (SELECT 1 FROM users u WHERE u.id = r.user_id AND NOT u.locked) \
-           RETURNING r.token_hash, r.family_id, r.client_id, r.user_id, r.session_hash, \
-             r.scope, r.offline, r.auth_time, r.amr, r.issued_at, r.expires_at, r.used_at, \
-             r.revoked, r.access_jti, r.access_exp), \
-         ins AS ( \
-           INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, session_hash, \
-             scope, offline, auth_time, amr, issued_at, expires_at, used_at, revoked, \
-             access_jti, access_exp) \
-           SELECT $4, family_id, client_id, user_id, session_hash, scope, offline, auth_time, \
-             amr, $5, CASE WHEN offline THEN $6 ELSE LEAST($6, auth_time + $9) END, NULL, \
-             false, $7, $8 FROM old) \
-         SELECT old.*, u.id, u.username, u.email, u.name, u.roles, u.password_hash, u.locked, \
-           u.failed_logins, u.locked_until, u.created_at, u.phone_number, u.address \
-         FROM old JOIN users u ON u.id = old.user_id",
-        &[
-            Bind::Text(old_hash),
-            Bind::BigInt(now),
-            Bind::Text(client_id),
-            Bind::Text(&next.token_hash),
-            Bind::BigInt(next.issued_at),
-            Bind::BigInt(next.expires_at),
-            Bind::Text(&next.access_jti),
-            Bind::BigInt(next.access_exp),
-            Bind::BigInt(next.online_lifetime_secs),
-        ],
-    )
+    Prepared::<RotatePg>::fixed(vec![
+        Bind::Text(old_hash),
+        Bind::BigInt(now),
+        Bind::Text(client_id),
+        Bind::Text(&next.token_hash),
+        Bind::BigInt(next.issued_at),
+        Bind::BigInt(next.expires_at),
+        Bind::Text(&next.access_jti),
+        Bind::BigInt(next.access_exp),
+        Bind::BigInt(next.online_lifetime_secs),
+    ])
     .get_result::<RotatedByName>(c)
     .optional()
 }

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use diesel::prelude::*;
 
 use super::super::schema::audit_events;
-use super::prepared::{Bind, Prepared};
+use super::prepared::{fixed_sql, Bind, Prepared};
 use super::{db_err, DbStore};
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::store::{AuditStore, StoreResult};
@@ -66,6 +66,12 @@ fn insert_sql(rows: usize) -> &'static str {
     &all[rows - 1]
 }
 
+fixed_sql!(
+    /// The INSERT of a full chunk, the one that runs under load.
+    InsertChunk,
+    insert_sql(CHUNK)
+);
+
 type AuditRow = (
     String,
     i64,
@@ -84,7 +90,11 @@ impl AuditStore for DbStore {
         conn.transaction(|c| {
             for chunk in events.chunks(CHUNK) {
                 let binds: Vec<Bind<'_>> = chunk.iter().flat_map(row_binds).collect();
-                Prepared::new(insert_sql(chunk.len()), &binds).execute(c)?;
+                if chunk.len() == CHUNK {
+                    Prepared::<InsertChunk>::fixed(binds).execute(c)?;
+                } else {
+                    Prepared::new(insert_sql(chunk.len()), &binds).execute(c)?;
+                }
             }
             Ok(())
         })
