@@ -922,7 +922,7 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 now,
             )?;
             // Sessions that began without the code end.
-            let ended = store.delete_user_sessions(&user.id, None)?;
+            let ended = store.delete_user_sessions(&user.id, None, now)?;
             audit(
                 &store,
                 "mfa.enrolled",

@@ -368,6 +368,13 @@ fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("must not contain credentials"));
     }
+    // Every endpoint and page is served at the root of the origin, and discovery advertises
+    // `{issuer}/token` and so on: an issuer with a path would advertise URLs that do not exist.
+    if url.path() != "/" {
+        return Err(bad(
+            "must not have a path: Portcullis serves its endpoints at the root of its origin",
+        ));
+    }
     Ok(())
 }
 
@@ -402,7 +409,7 @@ mod tests {
 
     #[test]
     fn issuer_rules() {
-        for ok in ["http://127.0.0.1:8080", "https://id.example.com/tenant/"] {
+        for ok in ["http://127.0.0.1:8080", "https://id.example.com/"] {
             assert!(validate_issuer(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -411,6 +418,8 @@ mod tests {
             "https://id.example.com/#x",
             "ftp://id.example.com",
             "https://u:p@id.example.com",
+            "https://id.example.com/tenant",
+            "https://id.example.com/tenant/",
         ] {
             assert!(validate_issuer(bad).is_err(), "{bad}");
         }

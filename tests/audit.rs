@@ -10,7 +10,7 @@ use crate::both_backends;
 use crate::common::{Backend, Server, ServerBuilder};
 use crate::refresh::{refresh, revoke, rp_client, BYE};
 use crate::signin::{
-    auth_params, hidden, query, redeem, sign_in, user, Browser, PASSWORD, VERIFIER,
+    auth_params, login_attempt, query, redeem, sign_in, user, Browser, PASSWORD, VERIFIER,
 };
 
 const AGENT: &str = "AuditTest/1.0 (integration)";
@@ -110,18 +110,8 @@ fn a_full_sign_in_is_audited_without_secrets(b: Backend) {
     // Failures and the lockout they cause.
     for _ in 0..2 {
         let mut b2 = Browser::new(&s);
-        let page = b2.get(&format!("/authorize?{}", query(&params)));
-        let csrf = hidden(&page.body, "csrf_token").unwrap();
-        let mut form: Vec<(&str, &str)> = params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        form.extend([
-            ("csrf_token", csrf.as_str()),
-            ("username", "alice"),
-            ("password", "wrong-password-1"),
-        ]);
-        assert_eq!(b2.post("/login", &form).status, 401);
+        let r = login_attempt(&mut b2, &params, "alice", "wrong-password-1");
+        assert_eq!(r.status, 401);
     }
     let rows = wait_for(&s, &["--user", uid], &["login.failure", "account.locked"]);
     assert_eq!(find(&rows, "account.locked")["user_id"], uid);

@@ -2,9 +2,11 @@
 //! the session and its online refresh tokens end, offline ones survive.
 
 use crate::both_backends;
-use crate::common::{Backend, Server};
+use crate::common::{execute_sql, Backend, Server};
 use crate::refresh::{authorize_in_session, refresh, rp_client, tokens, BYE};
-use crate::signin::{auth_params, hidden, location_params, query, user, Browser};
+use crate::signin::{
+    auth_params, hidden, location_params, login_attempt, query, user, Browser, VERIFIER,
+};
 
 fn q(pairs: &[(&str, &str)]) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
@@ -268,7 +270,94 @@ fn signing_in_again_moves_tokens_and_retires_old_hints(b: Backend) {
     refresh(&s, c, rt, None).assert_error(400, "invalid_grant");
 }
 
+/// Someone guessing a password locks new sign-ins for a while, but ends nothing the person
+/// already has: tokens, userinfo, the session, and signing out of it.
+fn a_temporary_lockout_ends_nothing_the_person_has(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "nell", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let t = tokens(&s, &mut browser, c, "nell", "openid notes:read");
+    // Someone else guesses at the password.
+    let params = auth_params(&id, "openid", &[]);
+    for _ in 0..5 {
+        let r = login_attempt(&mut Browser::new(&s), &params, "nell", "a-wrong-guess");
+        assert_eq!(r.status, 401);
+    }
+    let shown = s.cli_json(&["user", "show", "nell", "--json"]);
+    assert!(shown["locked_until"].is_i64(), "locked out: {shown}");
+
+    let at = t["access_token"].as_str().unwrap();
+    let info = s.post_form("/userinfo", &[("access_token", at)], None);
+    assert_eq!(info.status, 200, "{}", info.body);
+    assert_eq!(info.json()["sub"], shown["id"]);
+    let code = silent(&mut browser, &id);
+    assert!(code.contains_key("code"), "the session goes on: {code:?}");
+    let r = crate::signin::redeem(&s, &id, &secret, &code["code"], Some(VERIFIER));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rt = t["refresh_token"].as_str().unwrap();
+    let next = refresh(&s, c, rt, None);
+    assert_eq!(next.status, 200, "{}", next.body);
+
+    // Signing out still ends the session and its tokens.
+    let hint = t["id_token"].as_str().unwrap();
+    let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", hint)])));
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    let next = next.json()["refresh_token"].as_str().unwrap().to_owned();
+    refresh(&s, c, &next, None).assert_error(400, "invalid_grant");
+    assert_eq!(silent(&mut browser, &id)["error"], "login_required");
+}
+
+/// Turning on a second factor ends the sessions that began without it, and with each the
+/// refresh tokens issued in it; `offline_access` ones stay.
+fn enrolling_a_second_factor_ends_other_sessions_and_their_tokens(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "kim", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let online = tokens(&s, &mut browser, c, "kim", "openid notes:read");
+    let offline = tokens(&s, &mut browser, c, "kim", "openid offline_access");
+    s.cli_json(&["user", "totp", "kim", "--json"]);
+    assert_eq!(silent(&mut browser, &id)["error"], "login_required");
+    let rt = |t: &serde_json::Value| t["refresh_token"].as_str().unwrap().to_owned();
+    refresh(&s, c, &rt(&online), None).assert_error(400, "invalid_grant");
+    let kept = refresh(&s, c, &rt(&offline), None);
+    assert_eq!(kept.status, 200, "{}", kept.body);
+}
+
+/// The same person signing in again in a browser whose session went idle keeps their apps'
+/// refresh tokens (they move to the new session, whose logout ends them).
+fn signing_in_again_after_an_idle_session_keeps_the_tokens(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "lu", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let first = tokens(&s, &mut browser, c, "lu", "openid notes:read");
+    // Two hours and a bit without use.
+    assert_eq!(
+        execute_sql(&s, "UPDATE sessions SET last_seen = last_seen - 7300"),
+        1
+    );
+    assert_eq!(silent(&mut browser, &id)["error"], "login_required");
+    let params = auth_params(&id, "openid notes:read", &[]);
+    let back = crate::signin::sign_in(&mut browser, &params, "lu", true);
+    let second = crate::signin::redeem(&s, &id, &secret, &back["code"], Some(VERIFIER)).json();
+    let kept = refresh(&s, c, first["refresh_token"].as_str().unwrap(), None);
+    assert_eq!(kept.status, 200, "{}", kept.body);
+    let hint = second["id_token"].as_str().unwrap();
+    let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", hint)])));
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    let next = kept.json()["refresh_token"].as_str().unwrap().to_owned();
+    refresh(&s, c, &next, None).assert_error(400, "invalid_grant");
+}
+
 both_backends!(
+    a_temporary_lockout_ends_nothing_the_person_has,
+    enrolling_a_second_factor_ends_other_sessions_and_their_tokens,
+    signing_in_again_after_an_idle_session_keeps_the_tokens,
     signing_in_again_moves_tokens_and_retires_old_hints,
     logout_with_hint_ends_session_and_online_refresh_tokens,
     logout_without_hint_asks_first,

@@ -16,7 +16,12 @@ pub const BYE: &str = "http://127.0.0.1:9/bye";
 
 /// A web application allowed the code and refresh grants, with a post-logout URI.
 pub fn rp_client(s: &Server, name: &str) -> (String, String) {
-    s.client(&[
+    rp_client_with(s, name, &[])
+}
+
+/// [`rp_client`] with more `client create` options.
+pub fn rp_client_with(s: &Server, name: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
         "--name",
         name,
         "--redirect-uri",
@@ -29,7 +34,9 @@ pub fn rp_client(s: &Server, name: &str) -> (String, String) {
         "refresh_token",
         "--scope",
         "notes:read",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    s.client(&args)
 }
 
 /// Sign in through the pages (or continue a session: consent if needed) and redeem the code.
@@ -526,7 +533,66 @@ fn expired_refresh_token_is_refused(b: Backend) {
     assert!(store.is_jti_revoked("still-needed").unwrap());
 }
 
+/// RFC 8707 on the code and refresh grants: a registered `resource` becomes `aud`, another is
+/// `invalid_target` and leaves the code or refresh token as it was.
+fn resource_indicators_on_code_and_refresh(b: Backend) {
+    const API: &str = "https://notes.example/api";
+    let s = Server::start(b);
+    user(&s, "rae", &[]);
+    let (id, secret) = rp_client_with(&s, "Notes", &["--resource", API]);
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let code = sign_in(
+        &mut browser,
+        &auth_params(&id, "openid notes:read", &[]),
+        "rae",
+        true,
+    )["code"]
+        .clone();
+    let exchange = |resource: &str| {
+        s.post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+                ("resource", resource),
+            ],
+            Some(c),
+        )
+    };
+    exchange("https://elsewhere.example/api").assert_error(400, "invalid_target");
+    let t = exchange(API);
+    assert_eq!(
+        t.status, 200,
+        "the refused request left the code unused: {}",
+        t.body
+    );
+    let t = t.json();
+    assert_eq!(payload(t["access_token"].as_str().unwrap())["aud"], API);
+
+    let rotate = |rt: &str, resource: Option<&str>| {
+        let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", rt)];
+        form.extend(resource.map(|r| ("resource", r)));
+        s.post_form("/token", &form, Some(c))
+    };
+    let rt = t["refresh_token"].as_str().unwrap();
+    rotate(rt, Some("https://elsewhere.example/api")).assert_error(400, "invalid_target");
+    let next = rotate(rt, Some(API));
+    assert_eq!(next.status, 200, "still current: {}", next.body);
+    let next = next.json();
+    assert_eq!(payload(next["access_token"].as_str().unwrap())["aud"], API);
+    let plain = rotate(next["refresh_token"].as_str().unwrap(), None);
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    assert_eq!(
+        payload(plain.json()["access_token"].as_str().unwrap())["aud"],
+        s.base.as_str()
+    );
+}
+
 both_backends!(
+    resource_indicators_on_code_and_refresh,
     rotation_and_reuse_revokes_the_family,
     retry_after_a_lost_response,
     concurrent_refreshes_cannot_fork_a_family,

@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
-use diesel::{Connection, RunQueryDsl};
-
 use crate::both_backends;
 use crate::common::smtp::SmtpSink;
-use crate::common::{Backend, Resp, Server, ServerBuilder};
+use crate::common::{execute_sql, Backend, Resp, Server, ServerBuilder};
 use crate::refresh::{refresh, rp_client, tokens};
-use crate::signin::{auth_params, hidden, query, user, Browser, PASSWORD};
+use crate::signin::{auth_params, hidden, login_attempt, query, user, Browser, PASSWORD};
 
 const NEW_PASSWORD: &str = "lantern-quarry-velvet";
 
@@ -53,18 +51,7 @@ fn use_link(b: &mut Browser, link: &str, password: &str, confirm: &str) -> Resp 
 fn password_works(s: &Server, id: &str, username: &str, password: &str) -> bool {
     let mut b = Browser::new(s);
     let params = auth_params(id, "openid", &[("prompt", "login")]);
-    let page = b.get(&format!("/authorize?{}", query(&params)));
-    let csrf = hidden(&page.body, "csrf_token").unwrap();
-    let mut form: Vec<(&str, &str)> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    form.extend([
-        ("csrf_token", csrf.as_str()),
-        ("username", username),
-        ("password", password),
-    ]);
-    let r = b.post("/login", &form);
+    let r = login_attempt(&mut b, &params, username, password);
     r.status == 303 || (r.status == 200 && r.body.contains("decision"))
 }
 
@@ -117,20 +104,8 @@ fn reset_link_is_single_use_and_ends_everything(b: Backend) {
 
     // Expired: a link past its 30 minutes (its expiry moved into the past in the database).
     let link = link_for(&s, "alice");
-    let url = s
-        .env
-        .iter()
-        .find(|(k, _)| k == "PORTCULLIS_DATABASE_URL")
-        .map(|(_, v)| v.clone())
-        .unwrap();
     let sql = "UPDATE password_resets SET expires_at = expires_at - 1800 WHERE used_at IS NULL";
-    let changed = match url.strip_prefix("sqlite://") {
-        Some(p) => {
-            diesel::sql_query(sql).execute(&mut diesel::SqliteConnection::establish(p).unwrap())
-        }
-        None => diesel::sql_query(sql).execute(&mut diesel::PgConnection::establish(&url).unwrap()),
-    };
-    assert_eq!(changed.unwrap(), 1);
+    assert_eq!(execute_sql(&s, sql), 1);
     let r = use_link(
         &mut Browser::new(&s),
         &link,

@@ -121,6 +121,13 @@ fn role_restricted_client_refuses_others(b: Backend) {
         Some((&id, &secret)),
     );
     r.assert_error(400, "invalid_grant");
+
+    // Losing the role between the code and its redemption: the code is refused.
+    s.cli(&["user", "role", "add", "sam", "staff"]);
+    let mut b2 = Browser::new(&s);
+    let back = sign_in(&mut b2, &auth_params(&id, "openid", &[]), "sam", true);
+    s.cli(&["user", "role", "remove", "sam", "staff"]);
+    redeem(&s, &id, &secret, &back["code"], Some(VERIFIER)).assert_error(400, "invalid_grant");
     let bad = s.cli(&["client", "create", "--name", "x", "--require-role", "a b"]);
     assert_eq!(bad.status.code(), Some(2));
 }

@@ -237,14 +237,22 @@ fn malformed_requests(b: Backend) {
     let s = Server::start(b);
     let (id, secret) = s.client(&[]);
     let auth = Some((id.as_str(), secret.as_str()));
-    // A client id no client can have (a NUL byte) is invalid_client, never a database error.
-    s.post_raw(
-        "/token",
-        "application/x-www-form-urlencoded",
-        b"grant_type=client_credentials&client_id=a%00b&client_secret=x",
-        None,
-    )
-    .assert_error(401, "invalid_client");
+    // A NUL byte in any parameter is invalid_request, never a database error (PostgreSQL
+    // refuses it in text); in the Basic credentials it names no client: invalid_client.
+    for body in [
+        &b"grant_type=client_credentials&client_id=a%00b&client_secret=x"[..],
+        b"grant_type=client_credentials&scope=a%00b",
+        b"grant_type=authorization_code&code=a%00&redirect_uri=http://x/",
+        b"grant_type=refresh_token&refresh_token=%00",
+        b"grant_type=client_credentials&a%00=b",
+    ] {
+        let r = s.post_raw("/token", "application/x-www-form-urlencoded", body, auth);
+        r.assert_error(400, "invalid_request");
+        assert!(r.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("NUL"));
+    }
     s.post_form(
         "/token",
         &[("grant_type", "client_credentials")],

@@ -256,9 +256,9 @@ pub(super) async fn current_session(
             return Ok(None);
         };
         let user = st.store.find_user(&session.user_id)?;
-        Ok(user
-            .filter(|u| !u.is_locked(now))
-            .map(|u| (hash, session, u)))
+        // A temporary lockout refuses new sign-ins only: guessing someone's password must not
+        // end the session they already have (nor let them sign out of it).
+        Ok(user.filter(|u| !u.locked).map(|u| (hash, session, u)))
     })
     .await;
     stored(found)
@@ -698,20 +698,19 @@ pub(super) async fn start_session(
     };
     let (st, s, h) = (state.clone(), session.clone(), hash.clone());
     let created = web::block(move || -> Result<(), crate::store::StoreError> {
+        // The new session first: should a later step fail, the old one still holds its tokens.
+        st.store.create_session(&h, &s, now)?;
         if let Some(old) = old {
-            // The refresh tokens of the old session follow the same person to the new one;
-            // someone else's end with the session they were issued in.
-            match st.store.find_session(&old, now, SESSION_IDLE_SECS)? {
-                Some(prior) if prior.user_id == s.user_id => {
-                    st.store.move_session_families(&old, &h)?;
-                }
-                _ => {
-                    st.store.revoke_session_families(&old, now)?;
-                }
+            // The refresh tokens of the old session follow the same person to the new one, even
+            // when it has gone idle; someone else's end with the session they were issued in.
+            if st.store.session_owner(&old)?.as_deref() == Some(s.user_id.as_str()) {
+                st.store.move_session_families(&old, &h)?;
+            } else {
+                st.store.revoke_session_families(&old, now)?;
             }
             st.store.delete_session(&old)?;
         }
-        st.store.create_session(&h, &s, now)
+        Ok(())
     })
     .await;
     stored(created)?;

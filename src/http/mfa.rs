@@ -369,7 +369,7 @@ pub async fn enrol_confirm(
             return Ok(None);
         }
         st.store
-            .delete_user_sessions(&uid, Some(&session_hash))
+            .delete_user_sessions(&uid, Some(&session_hash), now)
             .map(Some)
     })
     .await;

@@ -17,10 +17,18 @@ pub struct Params(Vec<(String, String)>);
 impl Params {
     /// Parse a form body or query string. A repeated single-valued parameter is
     /// `invalid_request`; a parameter sent without a value counts as omitted (RFC 6749 3.1).
+    /// A NUL character anywhere is `invalid_request`: no parameter has a use for it, and
+    /// PostgreSQL refuses it in text.
     pub fn parse(input: &[u8]) -> Result<Self, OAuthError> {
         let mut out: Vec<(String, String)> = Vec::new();
         let mut seen: HashSet<Cow<'_, str>> = HashSet::new();
         for (k, v) in form_urlencoded::parse(input) {
+            if k.contains('\0') || v.contains('\0') {
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter '{}' contains a NUL character",
+                    printable(&k)
+                )));
+            }
             if v.is_empty() {
                 continue;
             }
@@ -102,6 +110,8 @@ pub struct RefreshTokenRequest {
     pub refresh_token: String,
     /// A narrower scope than granted, if asked for.
     pub scope: Option<Scope>,
+    /// RFC 8707 resource indicators.
+    pub resources: Vec<String>,
 }
 
 impl std::fmt::Debug for RefreshTokenRequest {
@@ -109,6 +119,7 @@ impl std::fmt::Debug for RefreshTokenRequest {
         // The token is a secret.
         f.debug_struct("RefreshTokenRequest")
             .field("scope", &self.scope)
+            .field("resources", &self.resources)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +133,8 @@ pub struct AuthorizationCodeRequest {
     pub redirect_uri: Option<String>,
     /// PKCE verifier.
     pub code_verifier: Option<String>,
+    /// RFC 8707 resource indicators.
+    pub resources: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthorizationCodeRequest {
@@ -129,6 +142,7 @@ impl std::fmt::Debug for AuthorizationCodeRequest {
         // The code and verifier are secrets.
         f.debug_struct("AuthorizationCodeRequest")
             .field("redirect_uri", &self.redirect_uri)
+            .field("resources", &self.resources)
             .finish_non_exhaustive()
     }
 }
@@ -163,10 +177,12 @@ impl TokenRequest {
                 code: params.require("code")?.to_owned(),
                 redirect_uri: params.get("redirect_uri").map(str::to_owned),
                 code_verifier: params.get("code_verifier").map(str::to_owned),
+                resources: parse_resources(params)?,
             })),
             "refresh_token" => Ok(TokenRequest::RefreshToken(RefreshTokenRequest {
                 refresh_token: params.require("refresh_token")?.to_owned(),
                 scope: params.get("scope").map(Scope::parse).transpose()?,
+                resources: parse_resources(params)?,
             })),
             other => Err(OAuthError::unsupported_grant_type(format!(
                 "grant_type '{}' is not supported",
@@ -202,6 +218,18 @@ mod tests {
         // resource may repeat (RFC 8707)
         let p = Params::parse(b"resource=https%3A%2F%2Fa&resource=https%3A%2F%2Fb").unwrap();
         assert_eq!(p.get_all("resource").count(), 2);
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_invalid_request() {
+        for input in [&b"nonce=a%00b"[..], b"a%00=b", b"x=1&y=%00", b"n=\0"] {
+            let e = Params::parse(input).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{input:?}");
+        }
+        assert!(
+            Params::parse(b"nonce=a%01b%7F").is_ok(),
+            "other controls are left to callers"
+        );
     }
 
     #[test]

@@ -766,15 +766,33 @@ impl SessionStore for DbStore {
         }))
     }
 
-    fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<usize> {
-        let mine = sessions::table.filter(sessions::user_id.eq(user_id));
-        match keep {
-            Some(k) => {
-                diesel::delete(mine.filter(sessions::id_hash.ne(k))).execute(&mut *self.conn()?)
-            }
-            None => diesel::delete(mine).execute(&mut *self.conn()?),
+    fn session_owner(&self, id_hash: &str) -> StoreResult<Option<String>> {
+        sessions::table
+            .find(id_hash)
+            .select(sessions::user_id)
+            .first(&mut *self.conn()?)
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<usize> {
+        let hashes: Vec<String> = sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id_hash.ne(keep.unwrap_or("")))
+            .select(sessions::id_hash)
+            .load(&mut *self.conn()?)
+            .map_err(db_err)?;
+        // Families first: should this stop half-way, the sessions left still name theirs.
+        for hash in &hashes {
+            self.revoke_session_families(hash, now)?;
+            self.delete_session(hash)?;
         }
-        .map_err(db_err)
+        Ok(hashes.len())
     }
 
     fn delete_session(&self, id_hash: &str) -> StoreResult<()> {

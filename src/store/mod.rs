@@ -138,8 +138,16 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Option<Session>>;
     /// End a session.
     fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
-    /// End every session of `user_id` but `keep` (a hash); how many ended.
-    fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<usize>;
+    /// Whose session `id_hash` is, live or not (until it is purged).
+    fn session_owner(&self, id_hash: &str) -> StoreResult<Option<String>>;
+    /// End every session of `user_id` but `keep` (a hash), and with each the refresh-token
+    /// families issued in it without `offline_access`, as at logout; how many sessions ended.
+    fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<usize>;
 }
 
 /// An authorization code as stored.

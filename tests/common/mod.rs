@@ -528,6 +528,24 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     p
 }
 
+/// Run `sql` on the server's own database (to age rows, say); how many rows it changed.
+pub fn execute_sql(s: &Server, sql: &str) -> usize {
+    use diesel::RunQueryDsl;
+    let url = s
+        .env
+        .iter()
+        .find(|(k, _)| k == "PORTCULLIS_DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .expect("the server's database URL");
+    match url.strip_prefix("sqlite://") {
+        Some(p) => diesel::sql_query(sql)
+            .execute(&mut diesel::SqliteConnection::establish(p).expect("open SQLite")),
+        None => diesel::sql_query(sql)
+            .execute(&mut PgConnection::establish(&url).expect("connect to PostgreSQL")),
+    }
+    .expect("run SQL")
+}
+
 /// Everything SQLite holds on disk for a server: the database file and its write-ahead log.
 pub fn sqlite_bytes(s: &Server) -> Vec<u8> {
     let mut bytes = Vec::new();

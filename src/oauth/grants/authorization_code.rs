@@ -70,10 +70,16 @@ pub fn exchange<S: CodeGrantStore + ?Sized>(
         (None, Some(_)) => return Err(invalid("no code_challenge was sent for this code")),
         (None, None) => {}
     }
+    // The person signed in moments ago: only an operator's lock stops the code now (a temporary
+    // lockout from someone else's guesses does not), and so does losing the client's role.
     let user = store
         .find_user(&record.user_id)?
-        .filter(|u| !u.is_locked(issuer.now))
+        .filter(|u| !u.locked)
         .ok_or_else(|| invalid("the user can no longer sign in"))?;
+    if !client.admits(&user.roles) {
+        return Err(invalid("the user may no longer use this client"));
+    }
+    super::check_resources(client, &request.resources)?;
     let scope = Scope::parse(&record.scope)?;
     let jti = opaque::random_id();
     // The first token of a new family.
@@ -110,6 +116,7 @@ pub fn exchange<S: CodeGrantStore + ?Sized>(
         auth_time: record.auth_time,
         amr: &record.amr,
         nonce: record.nonce.as_deref(),
+        resources: &request.resources,
     };
     person_tokens(issuer, &grant, jti, refresh.map(|(t, _)| t))
 }

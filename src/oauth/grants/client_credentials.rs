@@ -2,7 +2,7 @@
 
 use crate::oauth::client::{Client, GrantType};
 use crate::oauth::error::OAuthError;
-use crate::oauth::issue::{Audience, IssuedAccessToken, Issuer, TokenResponse};
+use crate::oauth::issue::{IssuedAccessToken, Issuer, TokenResponse};
 use crate::oauth::request::ClientCredentialsRequest;
 use crate::oauth::scope::Scope;
 
@@ -38,20 +38,8 @@ pub fn exchange(
         }
         None => Scope::from_tokens(&client.scopes),
     };
-    if request
-        .resources
-        .iter()
-        .any(|r| !client.resources.contains(r))
-    {
-        return Err(OAuthError::invalid_target(
-            "the requested resource is not registered for this client",
-        ));
-    }
-    let aud = if request.resources.is_empty() {
-        Audience::One(issuer.issuer.to_owned())
-    } else {
-        Audience::from_list(request.resources.clone())
-    };
+    super::check_resources(client, &request.resources)?;
+    let aud = super::audience(issuer, &request.resources);
     let issued = issuer.access_token(
         &client.client_id,
         &client.client_id,
@@ -78,6 +66,7 @@ mod tests {
     use crate::crypto::keys::{KeySet, SigningAlg};
     use crate::oauth::client::AuthMethod;
     use crate::oauth::error::ErrorCode;
+    use crate::oauth::issue::Audience;
 
     const ISS: &str = "https://id.example.com";
 

@@ -4,6 +4,7 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
+use super::client::Client;
 use super::error::OAuthError;
 use super::issue::{Audience, IssuedAccessToken, Issuer, SignIn, TokenResponse};
 use super::login::SESSION_ABSOLUTE_SECS;
@@ -25,6 +26,28 @@ pub struct PersonGrant<'a> {
     pub amr: &'a [String],
     /// The authorization request's nonce (none on refresh, OIDC Core 12.2).
     pub nonce: Option<&'a str>,
+    /// The access token's audience: these resources (see [`check_resources`]), or the issuer.
+    pub resources: &'a [String],
+}
+
+/// RFC 8707 2: every requested resource must be registered for the client, else
+/// `invalid_target`.
+pub fn check_resources(client: &Client, resources: &[String]) -> Result<(), OAuthError> {
+    if resources.iter().any(|r| !client.resources.contains(r)) {
+        return Err(OAuthError::invalid_target(
+            "the requested resource is not registered for this client",
+        ));
+    }
+    Ok(())
+}
+
+/// The access token's `aud`: the requested resources, or else the issuer.
+pub fn audience(issuer: &Issuer<'_>, resources: &[String]) -> Audience {
+    if resources.is_empty() {
+        Audience::One(issuer.issuer.to_owned())
+    } else {
+        Audience::from_list(resources.to_vec())
+    }
 }
 
 /// Sign the access token (with the `jti` the caller recorded) and, for `openid`, the ID token.
@@ -47,7 +70,7 @@ pub fn person_tokens(
         &grant.user.id,
         grant.client_id,
         grant.scope,
-        Audience::One(issuer.issuer.to_owned()),
+        audience(issuer, grant.resources),
         Some(jti),
         Some(person),
     )?;

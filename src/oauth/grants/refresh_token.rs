@@ -45,6 +45,8 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
             "the client is not registered for the refresh_token grant",
         ));
     }
+    // Checked before the token rotates: a refused request leaves it current.
+    super::check_resources(client, &request.resources)?;
     let hash = opaque::hash_secret(&request.refresh_token);
     let jti = opaque::random_id();
     let token = opaque::random_token();
@@ -102,6 +104,7 @@ pub fn exchange<S: RefreshGrantStore + ?Sized>(
         auth_time: record.auth_time,
         amr: &record.amr,
         nonce: None,
+        resources: &request.resources,
     };
     person_tokens(issuer, &grant, jti, Some(token))
 }
