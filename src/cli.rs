@@ -304,6 +304,14 @@ pub fn main() -> ExitCode {
                 eprintln!("error: a subcommand is required (see --help)");
                 return ExitCode::from(2);
             }
+            // clap names missing arguments on the lines after its first: name them on this one.
+            if e.kind() == ErrorKind::MissingRequiredArgument {
+                use clap::error::{ContextKind, ContextValue};
+                if let Some(ContextValue::Strings(missing)) = e.get(ContextKind::InvalidArg) {
+                    eprintln!("error: missing required arguments: {}", missing.join(", "));
+                    return ExitCode::from(2);
+                }
+            }
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
             eprintln!("error: {}", first.trim_start_matches("error: "));

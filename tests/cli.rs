@@ -138,6 +138,12 @@ fn client_create_rejects_bad_input_and_changes_nothing(b: Backend) {
     for args in [&["client", "create"][..], &["nonsense"], &["client"], &[]] {
         assert_one_line_error(&s.cli(args), 2);
     }
+    // A missing argument is named on that one line.
+    let out = s.cli(&["client", "create"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--name"));
+    let out = s.cli(&["user", "set-password", "nobody"]);
+    assert_one_line_error(&out, 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
     // Failures: exit 1.
     assert_one_line_error(&s.cli(&["client", "rotate-secret", "missing"]), 1);
     assert_one_line_error(&s.cli(&["client", "delete", "missing"]), 1);

@@ -168,7 +168,37 @@ fn public_client_sees_only_its_own_tokens(b: Backend) {
     .assert_error(400, "unauthorized_client");
 }
 
+/// A person's access token is inactive while its user is locked by an operator, and for good
+/// once the account is deleted (as at userinfo); a machine token has no person to look up.
+fn a_locked_or_deleted_person_has_no_active_tokens(b: Backend) {
+    let s = Server::start(b);
+    crate::signin::user(&s, "ola", &[]);
+    let (id, secret) = crate::refresh::rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = crate::signin::Browser::new(&s);
+    let t = crate::refresh::tokens(&s, &mut browser, c, "ola", "openid notes:read");
+    let at = t["access_token"].as_str().unwrap();
+    let (rs, rs_secret) = s.client(&[]);
+    let rs = (rs.as_str(), rs_secret.as_str());
+    let machine = s.cc_token(rs.0, rs.1, None);
+    assert_eq!(introspect(&s, at, rs)["active"], true);
+
+    s.cli_json(&["user", "lock", "ola", "--json"]);
+    assert_eq!(introspect(&s, at, rs), json!({ "active": false }));
+    s.cli_json(&["user", "unlock", "ola", "--json"]);
+    assert_eq!(
+        introspect(&s, at, rs)["active"],
+        true,
+        "a lock is not a revocation"
+    );
+
+    s.cli_json(&["user", "delete", "ola", "--json"]);
+    assert_eq!(introspect(&s, at, rs), json!({ "active": false }));
+    assert_eq!(introspect(&s, &machine, rs)["active"], true);
+}
+
 both_backends!(
+    a_locked_or_deleted_person_has_no_active_tokens,
     introspection_and_revocation,
     forged_tokens_are_inactive,
     public_client_sees_only_its_own_tokens,

@@ -549,7 +549,7 @@ pub async fn link(
             let latest = latest_request(&state, &browser_hash).await;
             return callback_refused(
                 "This page has expired",
-                "Linking must finish in the same browser, within ten minutes. Please sign in again.",
+                "Linking must finish in the same browser, soon after it starts. Please sign in again.",
                 latest.as_deref(),
             );
         }

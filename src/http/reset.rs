@@ -16,6 +16,9 @@ use crate::oauth::request::Params;
 use crate::oauth::reset::{create_link, usable};
 use crate::oauth::user::{check_password_policy, normalize_username, User};
 
+/// At most one mailed link per account in this long (the last one works for 30 minutes).
+const MAIL_COOLDOWN_SECS: i64 = 300;
+
 #[derive(Template)]
 #[template(path = "reset.html")]
 struct ResetPage<'a> {
@@ -195,15 +198,20 @@ pub async fn forgot_submit(
     let ip = client_ip(&req, state.config.login.trust_forwarded_for);
     let (st, now) = (state.clone(), state.clock.now());
     let event = state.audit(&req, "password.reset_requested");
-    // Every request counts against the address's budget: no mail bombing.
-    // Every request counts against the address's budget: no mail bombing from one place.
+    // Every request counts against the address's budget for these requests (its own, not the
+    // sign-in failures', so asking for links cannot lock an address out of signing in): no mail
+    // bombing from one place. Per account, see MAIL_COOLDOWN_SECS.
     let reserve = {
         let st = st.clone();
         web::block(move || {
             let login = &st.config.login;
             let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
-            st.store
-                .reserve_ip(&ip, now, i64::from(login.ip_window_secs), max)
+            st.store.reserve_ip(
+                &format!("forgot:{ip}"),
+                now,
+                i64::from(login.ip_window_secs),
+                max,
+            )
         })
         .await
     };
@@ -256,6 +264,19 @@ fn mail_link(
         st.record(event.user(&user.id).detail("no email address"));
         return Ok(());
     };
+    // The link mailed moments ago still works: no second one (no flooding an inbox from many
+    // addresses).
+    if st
+        .store
+        .reset_created_since(&user.id, now - MAIL_COOLDOWN_SECS)?
+    {
+        st.record(
+            event
+                .user(&user.id)
+                .detail("a link was made recently; none mailed"),
+        );
+        return Ok(());
+    }
     let (link, _) = create_link(&*st.store, st.config.base_url(), &user.id, now)?;
     let name = user.name.clone().unwrap_or_else(|| user.username.clone());
     if let Some(mailer) = &st.mailer {

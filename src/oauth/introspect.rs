@@ -7,7 +7,7 @@ use super::issue::{AccessTokenClaims, Issuer};
 use super::user::User;
 use crate::clock::UnixTime;
 use crate::crypto::opaque;
-use crate::store::{RefreshRecord, StoreResult, TokenStore};
+use crate::store::{RefreshRecord, StoreResult, TokenStore, UserStore};
 
 /// The response: `{"active": false}` or the token's claims with `active: true`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,7 +82,7 @@ pub fn find_refresh<S: TokenStore + ?Sized>(
 /// (resource servers) may introspect any, a public client only its own, as node-oidc-provider
 /// does by default. A refresh token is active when it is current (not rotated, revoked or
 /// expired), its user may still sign in, and the caller is the client it was issued to.
-pub fn introspect<S: TokenStore + ?Sized>(
+pub fn introspect<S: TokenStore + UserStore + ?Sized>(
     issuer: &Issuer<'_>,
     caller: &Client,
     token: &str,
@@ -126,6 +126,11 @@ pub fn introspect<S: TokenStore + ?Sized>(
             return Ok(IntrospectionResponse::inactive());
         }
         if store.is_jti_revoked(&claims.jti)? {
+            return Ok(IntrospectionResponse::inactive());
+        }
+        // A person's token ends with an operator's lock or the account's deletion, as at
+        // userinfo (machine tokens have no person: their `sub` is the client).
+        if claims.auth_time.is_some() && store.find_user(&claims.sub)?.is_none_or(|u| u.locked) {
             return Ok(IntrospectionResponse::inactive());
         }
         return Ok(IntrospectionResponse {

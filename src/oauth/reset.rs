@@ -1,6 +1,6 @@
 //! Password reset: single-use links valid 30 minutes, stored as SHA-256. Using one sets the new
-//! password (same policy as everywhere), ends the lockout, every session and every refresh-token
-//! family of the person, in one transaction.
+//! password (same policy as everywhere) and ends every session and every refresh-token family of
+//! the person, in one transaction. A lockout stays (`user unlock` ends it).
 
 use crate::clock::UnixTime;
 use crate::crypto::opaque;

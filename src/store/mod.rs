@@ -514,6 +514,8 @@ pub trait ResetStore: Send + Sync {
     ) -> StoreResult<()>;
     /// A link by its hash.
     fn find_reset(&self, token_hash: &str) -> StoreResult<Option<ResetRecord>>;
+    /// Whether a link was made for `user_id` at or after `since`.
+    fn reset_created_since(&self, user_id: &str, since: UnixTime) -> StoreResult<bool>;
     /// In one transaction: use the link (once, before expiry), set the password hash, delete
     /// the user's sessions and pending second-factor steps, spend their unredeemed codes and
     /// revoke their refresh-token families with the access tokens issued from them (a lockout

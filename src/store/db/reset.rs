@@ -30,6 +30,16 @@ impl ResetStore for DbStore {
             .map_err(db_err)
     }
 
+    fn reset_created_since(&self, user_id: &str, since: UnixTime) -> StoreResult<bool> {
+        diesel::select(diesel::dsl::exists(
+            password_resets::table
+                .filter(password_resets::user_id.eq(user_id))
+                .filter(password_resets::created_at.ge(since)),
+        ))
+        .get_result(&mut *self.conn()?)
+        .map_err(db_err)
+    }
+
     fn find_reset(&self, token_hash: &str) -> StoreResult<Option<ResetRecord>> {
         password_resets::table
             .find(token_hash)
