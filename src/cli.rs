@@ -631,7 +631,7 @@ fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
     match cmd {
         KeysCommand::List(f) => {
             let set = if dir.exists() {
-                KeySet::load(dir, ttl)?
+                KeySet::load_at(dir, ttl, now)?
             } else {
                 return Err(fail(format!("keys_dir {} does not exist", dir.display())));
             };
@@ -663,7 +663,7 @@ fn keys_cmd(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Retire { kid, json } => {
             keys::retire(dir, &kid, now)?;
             key_audit(config, "key.retired", format!("kid={kid}"));
-            let set = KeySet::load(dir, ttl)?;
+            let set = KeySet::load_at(dir, ttl, now)?;
             let info = set
                 .list(now)
                 .into_iter()

@@ -118,9 +118,30 @@ fn key_rotation_is_picked_up_by_a_running_server(b: Backend) {
     let generated = s.cli_json(&["keys", "generate", "--alg", "ES256", "--json"]);
     assert_eq!(generated["alg"], "ES256");
     let new_kid = generated["kid"].as_str().unwrap().to_owned();
+    // Published first (the folder is re-read within 5 s), signing only once it is 10 s old, so
+    // that every replica accepts its tokens by then.
+    let made = Instant::now();
+    wait_for(&s, "the new key in the JWKS", || {
+        s.get("/jwks").body.contains(&new_kid)
+    });
+    if made.elapsed() < Duration::from_secs(7) {
+        assert_eq!(
+            kid_of(&s.cc_token(&id, &secret, None)),
+            old_kid,
+            "published, not signing"
+        );
+        let listed = s.cli_json(&["keys", "list", "--json"]);
+        let new_state = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == new_kid.as_str());
+        assert_eq!(new_state.unwrap()["state"], "published");
+    }
     wait_for(&s, "the new key to sign", || {
         kid_of(&s.cc_token(&id, &secret, None)) == new_kid
     });
+    assert!(made.elapsed() >= Duration::from_secs(8), "signed too early");
     let list = s.cli_json(&["keys", "list", "--json"]);
     let state = |kid: &str| -> String {
         list.as_array()

@@ -72,6 +72,10 @@ impl std::fmt::Display for SigningAlg {
 /// Extra time a retired key stays published: replicas re-read keys_dir every few seconds and
 /// may sign with it until then, and clocks differ a little.
 pub const RETIRE_GRACE_SECS: i64 = 60;
+/// A generated key is published this long before it signs, when an older key of its algorithm
+/// can sign meanwhile: every server re-reads the keys folder within 5 s, so by the time any of
+/// them signs with the new key, all of them accept its tokens.
+pub const PUBLISH_BEFORE_SIGN_SECS: i64 = 10;
 
 /// Where a key is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -294,6 +298,8 @@ impl Private {
 pub struct KeySet {
     keys: Vec<SigningKey>,
     max_jwt_ttl: i64,
+    /// The time signing keys are chosen at (see [`PUBLISH_BEFORE_SIGN_SECS`]).
+    as_of: UnixTime,
 }
 
 /// A summary line of `keys list`.
@@ -315,8 +321,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
 }
 
 impl KeySet {
-    /// Load every `*.pem` in `dir` (which must exist).
+    /// Load every `*.pem` in `dir` (which must exist); each algorithm's newest unretired key
+    /// signs, however young.
     pub fn load(dir: &Path, max_jwt_ttl: i64) -> Result<Self, KeyError> {
+        Self::load_at(dir, max_jwt_ttl, UnixTime::MAX)
+    }
+
+    /// Load every `*.pem` in `dir` as of `now`: a key younger than [`PUBLISH_BEFORE_SIGN_SECS`]
+    /// signs only if it is its algorithm's only unretired key (see [`KeySet::signing_key`]).
+    pub fn load_at(dir: &Path, max_jwt_ttl: i64, now: UnixTime) -> Result<Self, KeyError> {
         let mut keys = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let path = entry.map_err(io_err(dir))?.path();
@@ -332,14 +345,18 @@ impl KeySet {
                 .then_with(|| a.kid.cmp(&b.kid))
         });
         keys.dedup_by(|a, b| a.kid == b.kid);
-        Ok(Self { keys, max_jwt_ttl })
+        Ok(Self {
+            keys,
+            max_jwt_ttl,
+            as_of: now,
+        })
     }
 
     /// Create `dir` if needed, generate a key for every alg that has no active one, then load.
     /// On a fresh folder that is one RS256 and one ES256 key.
     pub fn load_or_init(dir: &Path, max_jwt_ttl: i64, now: UnixTime) -> Result<Self, KeyError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let set = Self::load(dir, max_jwt_ttl)?;
+        let set = Self::load_at(dir, max_jwt_ttl, now)?;
         let missing: Vec<_> = SigningAlg::ALL
             .into_iter()
             .filter(|alg| set.signing_key(*alg).is_none())
@@ -350,14 +367,27 @@ impl KeySet {
         for alg in missing {
             generate(dir, alg, now)?;
         }
-        Self::load(dir, max_jwt_ttl)
+        Self::load_at(dir, max_jwt_ttl, now)
     }
 
-    /// The key that signs new tokens of `alg`: the newest one not retired.
+    /// The key that signs new tokens of `alg`: the newest one not retired that has been
+    /// published for [`PUBLISH_BEFORE_SIGN_SECS`] as of loading, else (all of them younger) the
+    /// oldest one not retired, the one published longest.
     pub fn signing_key(&self, alg: SigningAlg) -> Option<&SigningKey> {
+        let mut unretired = self
+            .keys
+            .iter()
+            .filter(|k| k.alg == alg && k.retired_at.is_none());
+        let oldest = unretired.clone().next_back();
+        unretired.find(|k| signs_from(k) <= self.as_of).or(oldest)
+    }
+
+    /// Whether a key too young to sign when this set was loaded may sign at `now` (the set
+    /// should then be loaded again).
+    pub fn matures_by(&self, now: UnixTime) -> bool {
         self.keys
             .iter()
-            .find(|k| k.alg == alg && k.retired_at.is_none())
+            .any(|k| k.retired_at.is_none() && self.as_of < signs_from(k) && signs_from(k) <= now)
     }
 
     /// A key by `kid`, if it is still published at `now`; used to verify our own tokens.
@@ -402,6 +432,11 @@ impl KeySet {
             .filter(|a| self.signing_key(*a).is_some())
             .collect()
     }
+}
+
+/// When `k` may sign if an older key of its algorithm can meanwhile.
+fn signs_from(k: &SigningKey) -> UnixTime {
+    k.created_at.saturating_add(PUBLISH_BEFORE_SIGN_SECS)
 }
 
 fn meta_path(pem: &Path) -> PathBuf {
@@ -551,6 +586,61 @@ mod tests {
         assert_eq!(
             B64.encode(Sha256::digest(canonical.as_bytes())),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    #[test]
+    fn a_generated_key_is_published_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
+        let old = set.signing_key(SigningAlg::ES256).unwrap().kid.clone();
+        let new = generate(dir.path(), SigningAlg::ES256, 2_000).unwrap();
+        let signer = |now| {
+            let set = KeySet::load_at(dir.path(), 600, now).unwrap();
+            let published = set.jwks(now)["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kid"] == new.as_str());
+            assert!(published, "published at once ({now})");
+            set.signing_key(SigningAlg::ES256).unwrap().kid.clone()
+        };
+        assert_eq!(signer(2_000), old);
+        assert_eq!(signer(2_000 + PUBLISH_BEFORE_SIGN_SECS - 1), old);
+        assert_eq!(signer(2_000 + PUBLISH_BEFORE_SIGN_SECS), new);
+        let young = KeySet::load_at(dir.path(), 600, 2_003).unwrap();
+        let state = |kid: &str| {
+            young
+                .list(2_003)
+                .into_iter()
+                .find(|k| k.kid == kid)
+                .unwrap()
+        };
+        assert_eq!(state(&new).state, KeyState::Published);
+        assert_eq!(state(&old).state, KeyState::Active);
+        assert!(!young.matures_by(2_009) && young.matures_by(2_010));
+        let third = generate(dir.path(), SigningAlg::ES256, 2_001).unwrap();
+        let both_young = KeySet::load_at(dir.path(), 600, 2_005).unwrap();
+        let after = |now| KeySet::load_at(dir.path(), 600, now).unwrap();
+        assert_eq!(both_young.signing_key(SigningAlg::ES256).unwrap().kid, old);
+        assert_eq!(
+            after(2_010).signing_key(SigningAlg::ES256).unwrap().kid,
+            new
+        );
+        assert_eq!(
+            after(2_011).signing_key(SigningAlg::ES256).unwrap().kid,
+            third
+        );
+        // Two young keys: the older signs. Retiring the mature key leaves the young one to sign
+        // at once: never no signer.
+        retire(dir.path(), &old, 2_004).unwrap();
+        assert_eq!(
+            KeySet::load_at(dir.path(), 600, 2_004)
+                .unwrap()
+                .signing_key(SigningAlg::ES256)
+                .unwrap()
+                .kid,
+            new
         );
     }
 

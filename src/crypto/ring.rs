@@ -76,12 +76,13 @@ impl KeyRing {
         }
     }
 
-    /// Re-read the folder if it changed, and re-render the JWKS (retired keys leave it as time
-    /// passes). Keeps the old keys if the folder cannot be read.
+    /// Re-read the folder if it changed or a published key may now sign, and re-render the JWKS
+    /// (retired keys leave it as time passes). Keeps the old keys if the folder cannot be read.
     pub fn refresh(&self, now: UnixTime) -> Result<(), KeyError> {
         let fp = fingerprint(&self.dir);
         let old = self.current();
         if fp == old.fingerprint
+            && !old.set.matures_by(now)
             && serde_json::to_vec(&old.set.jwks(now)).unwrap_or_default() == old.jwks
         {
             return Ok(());
