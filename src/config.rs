@@ -16,6 +16,29 @@ use crate::crypto::keys::SigningAlg;
 /// The environment variable naming the config file (same as `--config`).
 pub const CONFIG_ENV: &str = "PORTCULLIS_CONFIG";
 const ENV_PREFIX: &str = "PORTCULLIS_";
+/// The top-level keys; other `PORTCULLIS_*` variables are not ours (Kubernetes, for one, sets
+/// `{SERVICE}_PORT`, `{SERVICE}_SERVICE_HOST` and more for a service of that name).
+const TOP_LEVEL: [&str; 8] = [
+    "issuer",
+    "bind",
+    "database_url",
+    "keys_dir",
+    "tokens",
+    "login",
+    "upstream",
+    "smtp",
+];
+/// Settings that are text however they look: figment reads `12345678` or `true` from the
+/// environment as a number or a boolean, which a text field refuses (quoting the secret).
+const TEXT_SETTINGS: [&str; 7] = [
+    "smtp.username",
+    "smtp.password",
+    "login.totp_encryption_key",
+    "upstream.google.client_id",
+    "upstream.google.client_secret",
+    "upstream.github.client_id",
+    "upstream.github.client_secret",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -246,7 +269,37 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["CONFIG"]));
+        let ours = |key: &str| {
+            let top = key.split('.').next().unwrap_or("");
+            TOP_LEVEL.iter().any(|t| t.eq_ignore_ascii_case(top))
+        };
+        let ignored: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with(ENV_PREFIX) && k != CONFIG_ENV)
+            .filter(|k| !ours(&k[ENV_PREFIX.len()..].replace("__", ".")))
+            .collect();
+        if !ignored.is_empty() {
+            eprintln!("note: ignoring {} (not settings)", ignored.join(", "));
+        }
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .filter(move |k| ours(k.as_str()))
+                .filter(|k| {
+                    !TEXT_SETTINGS
+                        .iter()
+                        .any(|t| k.as_str().eq_ignore_ascii_case(t))
+                }),
+        );
+        for key in TEXT_SETTINGS {
+            let var = format!(
+                "{ENV_PREFIX}{}",
+                key.replace('.', "__").to_ascii_uppercase()
+            );
+            if let Ok(value) = std::env::var(&var) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
         let config: Config = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
         config.validate()?;
         Ok(config)
@@ -375,6 +428,12 @@ fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
             "must not have a path: Portcullis serves its endpoints at the root of its origin",
         ));
     }
+    // `iss` is compared as a string, and cookies are Secure only for "https://": no other
+    // spelling of the same URL (upper case, default port, missing slashes, spaces).
+    let canonical = url.as_str().trim_end_matches('/');
+    if issuer.trim_end_matches('/') != canonical {
+        return Err(bad(&format!("must be written as {canonical:?}")));
+    }
     Ok(())
 }
 
@@ -420,6 +479,11 @@ mod tests {
             "https://u:p@id.example.com",
             "https://id.example.com/tenant",
             "https://id.example.com/tenant/",
+            "HTTPS://id.example.com",
+            "https:id.example.com",
+            "https://ID.example.com",
+            " https://id.example.com",
+            "https://id.example.com:443",
         ] {
             assert!(validate_issuer(bad).is_err(), "{bad}");
         }

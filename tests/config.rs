@@ -78,6 +78,9 @@ fn config_errors_name_the_key() {
         "https://id.example.com/?x=1",
         "https://id.example.com/#f",
         "ftp://x",
+        // Cookies are Secure only for an issuer spelled "https://": no other spelling.
+        "HTTPS://id.example.com",
+        "https://id.example.com:443",
     ] {
         let e = one_line_error(&run(d, &["client", "list"], &[("PORTCULLIS_ISSUER", bad)]));
         assert!(e.contains("issuer"), "{bad}: {e}");
@@ -90,6 +93,45 @@ fn config_errors_name_the_key() {
     assert!(e.contains("database_url"), "{e}");
     // Nothing was created by the failed commands.
     assert!(!d.join("portcullis.db").exists());
+}
+
+/// Other programs' `PORTCULLIS_*` variables (Kubernetes sets `PORTCULLIS_PORT` and more for a
+/// service of that name) are ignored with a note; a secret that looks like a number stays text
+/// and is never echoed.
+#[test]
+fn stray_and_number_like_environment_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["client", "list", "--json"],
+        &[
+            ("PORTCULLIS_SERVICE_HOST", "10.0.0.1"),
+            ("PORTCULLIS_PORT", "tcp://10.0.0.1:8080"),
+            ("PORTCULLIS_SMTP__HOST", "127.0.0.1"),
+            ("PORTCULLIS_SMTP__TLS", "none"),
+            ("PORTCULLIS_SMTP__FROM", "Portcullis <no-reply@example.com>"),
+            ("PORTCULLIS_SMTP__USERNAME", "1234"),
+            ("PORTCULLIS_SMTP__PASSWORD", "12345678"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("12345678"), "{stderr}");
+    assert!(
+        stderr.contains("PORTCULLIS_SERVICE_HOST") && stderr.contains("PORTCULLIS_PORT"),
+        "{stderr}"
+    );
+    // A misspelt key inside a known section is still an error.
+    let e = one_line_error(&run(
+        dir.path(),
+        &["client", "list"],
+        &[
+            ("PORTCULLIS_SMTP__PASWORD", "x"),
+            ("PORTCULLIS_SMTP__HOST", "h"),
+            ("PORTCULLIS_SMTP__FROM", "Portcullis <no-reply@example.com>"),
+        ],
+    ));
+    assert!(e.contains("pasword"), "{e}");
 }
 
 #[test]

@@ -354,7 +354,49 @@ fn signing_in_again_after_an_idle_session_keeps_the_tokens(b: Backend) {
     refresh(&s, c, &next, None).assert_error(400, "invalid_grant");
 }
 
+/// A relying party's auto-submitted form is a cross-site POST, and the browser sends no
+/// `SameSite=Lax` cookie with it: such a POST is answered with the same request as a GET, which
+/// the browser follows with its cookies. With the cookie, a POST is served as it is.
+fn cross_site_posts_are_retried_as_gets(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "pia", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let t = tokens(&s, &mut browser, c, "pia", "openid notes:read");
+    let hint = t["id_token"].as_str().unwrap();
+
+    let params = auth_params(&id, "openid notes:read", &[("prompt", "none")]);
+    let form: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = s.post_form("/authorize", &form, None);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let again = r.header("location").unwrap().to_owned();
+    assert!(again.starts_with("/authorize?"), "{again}");
+    let back = location_params(&browser.get(&again)).1;
+    assert!(back.contains_key("code"), "signed in after all: {back:?}");
+    let same_site = location_params(&browser.post("/authorize", &form)).1;
+    assert!(same_site.contains_key("code"), "{same_site:?}");
+
+    let form = [
+        ("id_token_hint", hint),
+        ("post_logout_redirect_uri", BYE),
+        ("state", "s 1"),
+    ];
+    let r = s.post_form("/logout", &form, None);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let again = r.header("location").unwrap().to_owned();
+    assert!(again.starts_with("/logout?"), "{again}");
+    let (to, back) = location_params(&browser.get(&again));
+    assert_eq!((to.as_str(), back["state"].as_str()), (BYE, "s 1"));
+    assert_eq!(silent(&mut browser, &id)["error"], "login_required");
+    refresh(&s, c, t["refresh_token"].as_str().unwrap(), None).assert_error(400, "invalid_grant");
+}
+
 both_backends!(
+    cross_site_posts_are_retried_as_gets,
     a_temporary_lockout_ends_nothing_the_person_has,
     enrolling_a_second_factor_ends_other_sessions_and_their_tokens,
     signing_in_again_after_an_idle_session_keeps_the_tokens,

@@ -264,6 +264,29 @@ pub(super) async fn current_session(
     stored(found)
 }
 
+/// A browser sends no `SameSite=Lax` cookie with a POST from another site (a relying party's
+/// auto-submitted form, OIDC Core 3.1.2.1 and RP-Initiated Logout 2 allow POST). Such a POST,
+/// one without our session cookie, is answered with the same request as a GET to `path`: the
+/// browser follows it as a top-level navigation, with the cookies. A GET never comes back here.
+pub(super) fn retry_as_get(
+    state: &AppState,
+    req: &HttpRequest,
+    params: &Params,
+    path: &str,
+) -> Option<HttpResponse> {
+    if req.method() != actix_web::http::Method::POST
+        || pages::read_cookie(req, &state.config, "session").is_some()
+    {
+        return None;
+    }
+    Some(
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, format!("{path}?{}", params.to_query())))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish(),
+    )
+}
+
 /// `GET|POST /authorize`.
 pub async fn authorize(
     state: web::Data<AppState>,
@@ -274,6 +297,14 @@ pub async fn authorize(
         Ok(p) => p,
         Err(resp) => return resp,
     };
+    if let Some(resp) = retry_as_get(
+        &state,
+        &req,
+        &params,
+        crate::oauth::discovery::paths::AUTHORIZE,
+    ) {
+        return resp;
+    }
     let client = match load_client(&state, params.get("client_id")).await {
         Ok(c) => c,
         Err(resp) => return resp,

@@ -123,6 +123,10 @@ pub async fn end_session_endpoint(
         Ok(p) => p,
         Err(resp) => return resp,
     };
+    let end_session_path = crate::oauth::discovery::paths::END_SESSION;
+    if let Some(resp) = super::authorize::retry_as_get(&state, &req, &params, end_session_path) {
+        return resp;
+    }
     let (request, client_name, target) = match checked(&state, &params).await {
         Ok(c) => c,
         Err(resp) => return resp,

@@ -55,6 +55,15 @@ impl Params {
         )
     }
 
+    /// The parameters as a query string (`application/x-www-form-urlencoded`).
+    pub fn to_query(&self) -> String {
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.0 {
+            out.append_pair(k, v);
+        }
+        out.finish()
+    }
+
     /// The value of a single-valued parameter.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
