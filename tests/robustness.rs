@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::common::upstream::Upstream;
-use crate::common::{Backend, ServerBuilder};
+use crate::common::{agent, Backend, Resp, ServerBuilder};
 
 const PATHS: &[&str] = &[
     "/token",
@@ -137,4 +137,29 @@ fn garbage_never_yields_a_500() {
     s.cc_token(&id, &secret, None);
     let metrics = s.get("/metrics").body;
     assert!(!metrics.contains("status=\"500\""), "{metrics}");
+}
+
+/// Browser endpoints asked with a method they do not take answer with a page (and `Allow`);
+/// API endpoints with the RFC's JSON.
+#[test]
+fn wrong_methods_get_a_page_or_json_by_endpoint() {
+    let s = ServerBuilder::new(Backend::Sqlite).start();
+    let put = |path: &str| Resp::from(agent().put(&s.url(path)).call());
+    let mut pages: Vec<(Resp, &str)> = ["/login", "/consent", "/login/totp", "/logout/confirm"]
+        .into_iter()
+        .map(|p| (s.get(p), "POST"))
+        .collect();
+    pages.push((put("/authorize"), "GET, POST"));
+    pages.push((put("/logout"), "GET, POST"));
+    for (r, allow) in &pages {
+        assert_eq!(r.status, 405, "{}", r.body);
+        assert_eq!(r.header("allow"), Some(*allow));
+        assert!(r.header("content-type").unwrap().starts_with("text/html"));
+        assert!(r.body.contains("cannot be opened that way"), "{}", r.body);
+        let csp = r.header("content-security-policy").unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    }
+    let api = put("/token");
+    api.assert_error(405, "invalid_request");
+    assert_eq!(api.header("allow"), Some("POST"));
 }

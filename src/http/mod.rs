@@ -175,6 +175,18 @@ where
         .default_service(web::to(|| method_not_allowed(&[Method::POST])))
 }
 
+/// A page's form target: POST only, and another method gets a page, not JSON.
+fn post_page<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| page_method_not_allowed(&[Method::POST])))
+}
+
 /// Register every route on `cfg`; the API endpoints browser apps call get CORS for `origins`.
 pub fn routes(cfg: &mut web::ServiceConfig, origins: &cors::CorsOrigins) {
     let post = || origins.middleware(&[Method::POST]);
@@ -205,43 +217,53 @@ pub fn routes(cfg: &mut web::ServiceConfig, origins: &cors::CorsOrigins) {
             web::resource(paths::AUTHORIZE)
                 .route(web::get().to(authorize::authorize))
                 .route(web::post().to(authorize::authorize))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+                .default_service(web::to(|| {
+                    page_method_not_allowed(&[Method::GET, Method::POST])
+                })),
         )
-        .service(post_only(paths::LOGIN, authorize::login))
-        .service(post_only(paths::CONSENT, authorize::consent))
-        .service(post_only("/login/link", federation::link))
-        .service(post_only("/login/totp", mfa::login_totp))
+        .service(post_page(paths::LOGIN, authorize::login))
+        .service(post_page(paths::CONSENT, authorize::consent))
+        .service(post_page("/login/link", federation::link))
+        .service(post_page("/login/totp", mfa::login_totp))
         .service(
             web::resource(crate::oauth::reset::RESET_PATH)
                 .route(web::get().to(reset::reset_form))
                 .route(web::post().to(reset::reset_submit))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+                .default_service(web::to(|| {
+                    page_method_not_allowed(&[Method::GET, Method::POST])
+                })),
         )
         .service(
             web::resource("/password/forgot")
                 .route(web::get().to(reset::forgot_form))
                 .route(web::post().to(reset::forgot_submit))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+                .default_service(web::to(|| {
+                    page_method_not_allowed(&[Method::GET, Method::POST])
+                })),
         )
         .service(
             web::resource("/account/totp")
                 .route(web::get().to(mfa::enrol_start))
                 .route(web::post().to(mfa::enrol_confirm))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+                .default_service(web::to(|| {
+                    page_method_not_allowed(&[Method::GET, Method::POST])
+                })),
         )
-        .service(post_only("/login/{provider}", federation::start))
+        .service(post_page("/login/{provider}", federation::start))
         .service(
             web::resource("/login/{provider}/callback")
                 .route(web::get().to(federation::callback))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET]))),
+                .default_service(web::to(|| page_method_not_allowed(&[Method::GET]))),
         )
         .service(
             web::resource(paths::END_SESSION)
                 .route(web::get().to(logout::end_session_endpoint))
                 .route(web::post().to(logout::end_session_endpoint))
-                .default_service(web::to(|| method_not_allowed(&[Method::GET, Method::POST]))),
+                .default_service(web::to(|| {
+                    page_method_not_allowed(&[Method::GET, Method::POST])
+                })),
         )
-        .service(post_only(paths::LOGOUT_CONFIRM, logout::confirm))
+        .service(post_page(paths::LOGOUT_CONFIRM, logout::confirm))
         .service(
             web::resource(paths::USERINFO)
                 .route(web::get().to(authorize::userinfo))
@@ -260,6 +282,20 @@ async fn method_not_allowed(allowed: &[Method]) -> HttpResponse {
     HttpResponse::build(StatusCode::METHOD_NOT_ALLOWED)
         .insert_header((header::ALLOW, allow.join(", ")))
         .json(OAuthError::invalid_request("method not allowed"))
+}
+
+/// A browser endpoint asked with a method it does not take: a readable page, with `Allow`.
+async fn page_method_not_allowed(allowed: &[Method]) -> HttpResponse {
+    let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    let mut resp = pages::error_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This page cannot be opened that way",
+        "This address is where a sign-in form sends its answer; it is not a page to open on its own.",
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&allow.join(", ")) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
 }
 
 async fn not_found() -> HttpResponse {
