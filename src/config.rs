@@ -345,7 +345,21 @@ impl Config {
             urls.push(("upstream.github.token_url", g.token_url.as_str()));
             urls.push(("upstream.github.api_url", g.api_url.as_str()));
         }
+        let key = self.login.totp_encryption_key.trim();
+        if !key.is_empty() {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(key);
+            if bytes.map_or(true, |b| b.len() != 32) {
+                return Err(ConfigError(
+                    "login.totp_encryption_key: must be 32 bytes in base64 (openssl rand -base64 32)"
+                        .into(),
+                ));
+            }
+        }
         if let Some(m) = &self.smtp {
+            if m.host.trim().is_empty() {
+                return Err(ConfigError("smtp.host: must not be empty".into()));
+            }
             if !matches!(m.tls.as_str(), "starttls" | "tls" | "none") {
                 return Err(ConfigError(format!(
                     "smtp.tls: {:?} is not starttls, tls or none",

@@ -91,6 +91,14 @@ fn config_errors_name_the_key() {
         &[("PORTCULLIS_DATABASE_URL", "mysql://x")],
     ));
     assert!(e.contains("database_url"), "{e}");
+    for key in ["AAAA", "not base64!"] {
+        let e = one_line_error(&run(
+            d,
+            &["serve"],
+            &[("PORTCULLIS_LOGIN__TOTP_ENCRYPTION_KEY", key)],
+        ));
+        assert!(e.contains("login.totp_encryption_key"), "{e}");
+    }
     // Nothing was created by the failed commands.
     assert!(!d.join("portcullis.db").exists());
 }
