@@ -481,6 +481,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn top_level_keys_and_text_settings_name_real_keys() {
+        let config = Config {
+            smtp: Some(SmtpConfig {
+                host: "h".into(),
+                port: 25,
+                tls: "none".into(),
+                username: String::new(),
+                password: String::new(),
+                from: "a@example.com".into(),
+            }),
+            ..Config::default()
+        };
+        let value = serde_json::to_value(&config).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = TOP_LEVEL.to_vec();
+        keys.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(keys, listed, "TOP_LEVEL must list every top-level key");
+        for key in TEXT_SETTINGS {
+            let (section, field) = key.rsplit_once('.').unwrap();
+            let mut at = &value;
+            for part in section.split('.') {
+                at = &at[part];
+            }
+            // Upstream sections are absent by default: their struct's fields are checked by name.
+            if at.is_null() {
+                assert!(key.starts_with("upstream."), "{key}");
+                continue;
+            }
+            assert!(at[field].is_string(), "{key} is a text setting");
+        }
+    }
+
+    #[test]
     fn issuer_rules() {
         for ok in ["http://127.0.0.1:8080", "https://id.example.com/"] {
             assert!(validate_issuer(ok).is_ok(), "{ok}");
