@@ -78,7 +78,8 @@ pub fn find_refresh<S: TokenStore + ?Sized>(
 /// Introspect `token` for the authenticated `caller`.
 ///
 /// An access token is active when it is a JWT we signed with a published key, the key's
-/// algorithm, `typ: at+jwt`, our `iss`, not expired, `jti` not revoked; confidential callers
+/// algorithm, `typ: at+jwt`, our `iss`, not expired, `jti` not revoked, and (a person's token)
+/// its user neither locked by an operator nor deleted; confidential callers
 /// (resource servers) may introspect any, a public client only its own, as node-oidc-provider
 /// does by default. A refresh token is active when it is current (not rotated, revoked or
 /// expired), its user may still sign in, and the caller is the client it was issued to.

@@ -396,11 +396,32 @@ impl Maintenance for DbStore {
             batch
         );
         n += purge!(conn, sessions, id_hash, sessions::expires_at.lt(now), batch);
-        // Codes are kept past expiry while the token they issued may live, to detect replays.
-        let code_cutoff = authorization_codes::expires_at.lt(now - CODE_RETENTION_SECS);
-        n += purge!(conn, authorization_codes, code_hash, code_cutoff, batch);
-        // A rotated token stays until its own expiry, so that its reuse is recognised.
-        let refresh_cutoff = refresh_tokens::expires_at.lt(now);
+        // Codes are kept past expiry while what they issued may live, so that a replay can still
+        // revoke it: the access token (CODE_RETENTION_SECS) and the refresh-token family.
+        let codes: Vec<String> = Prepared::<PurgeableCodes>::fixed(vec![
+            Bind::BigInt(now - CODE_RETENTION_SECS),
+            Bind::BigInt(now),
+            Bind::BigInt(batch),
+        ])
+        .load::<CodeKey>(&mut *conn)
+        .map_err(db_err)?
+        .into_iter()
+        .map(|k| k.code_hash)
+        .collect();
+        if !codes.is_empty() {
+            n += diesel::delete(
+                authorization_codes::table.filter(authorization_codes::code_hash.eq_any(&codes)),
+            )
+            .execute(&mut *conn)
+            .map_err(db_err)?;
+        }
+        // A rotated token stays until its own expiry, so that its reuse is recognised, and while
+        // the access token issued with it lives, so that ending its family can deny-list that.
+        let refresh_cutoff = refresh_tokens::expires_at.lt(now).and(
+            refresh_tokens::access_exp
+                .is_null()
+                .or(refresh_tokens::access_exp.lt(now)),
+        );
         n += purge!(conn, refresh_tokens, token_hash, refresh_cutoff, batch);
         let window_cutoff = login_ip_failures::window_start.lt(now - IP_WINDOW_RETENTION_SECS);
         n += purge!(conn, login_ip_failures, ip, window_cutoff, batch);
@@ -415,6 +436,23 @@ impl Maintenance for DbStore {
         n += purge!(conn, password_resets, token_hash, reset_cutoff, batch);
         Ok(n)
     }
+}
+
+fixed_sql!(
+    /// Codes past their retention whose refresh-token family, if any, has nothing live left.
+    PurgeableCodes,
+    "SELECT c.code_hash FROM authorization_codes c \
+     WHERE c.expires_at < $1 AND NOT EXISTS ( \
+       SELECT 1 FROM refresh_tokens r \
+       WHERE r.family_id = c.refresh_family AND NOT r.revoked AND r.expires_at >= $2) \
+     LIMIT $3"
+);
+
+/// A code's key (raw SQL results).
+#[derive(diesel::QueryableByName)]
+struct CodeKey {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    code_hash: String,
 }
 
 /// How long a used or expired code row is kept, to recognise a replay (one day).
@@ -1503,6 +1541,116 @@ mod tests {
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
+    }
+
+    /// The purge keeps what a replay or a family's end still needs: a used code while its
+    /// refresh family lives, a refresh row while the access token issued with it lives.
+    fn purge_keeps_what_replays_and_revocation_need(store: &DbStore) {
+        store.create_user(&user("u")).unwrap();
+        let code = |hash: &str| CodeRecord {
+            code_hash: hash.into(),
+            client_id: "c".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            user_id: "u".into(),
+            session_hash: "s".into(),
+            scope: "openid".into(),
+            nonce: None,
+            code_challenge: None,
+            auth_time: 1,
+            amr: vec!["pwd".into()],
+            expires_at: 70,
+            consumed_at: None,
+            access_jti: None,
+            access_exp: None,
+            refresh_family: None,
+        };
+        // A code whose family lives until 200,000, and one that started no family.
+        store.save_code(&code("with-family")).unwrap();
+        let mut first = refresh("fam-1", "fam", "s", true, "fj");
+        first.expires_at = 200_000;
+        assert!(store
+            .consume_code("with-family", 60, "fj", 600, Some(&first))
+            .unwrap());
+        store.save_code(&code("alone")).unwrap();
+        assert!(store.consume_code("alone", 60, "aj", 600, None).unwrap());
+        let day_later = 70 + CODE_RETENTION_SECS + 1;
+        store.purge_expired(day_later, 100).unwrap();
+        assert!(
+            store.find_code("alone").unwrap().is_none(),
+            "nothing left to revoke"
+        );
+        assert!(
+            store.find_code("with-family").unwrap().is_some(),
+            "its family is live: a replay must still find it"
+        );
+        store.revoke_family("fam", day_later).unwrap();
+        store.purge_expired(day_later + 1, 100).unwrap();
+        assert!(
+            store.find_code("with-family").unwrap().is_none(),
+            "family over"
+        );
+
+        // An online refresh row whose access token outlives it (issued near the session's end).
+        let mut late = refresh("late", "late-fam", "s9", false, "late-jti");
+        late.expires_at = 1_000;
+        late.access_exp = Some(1_500);
+        insert_refresh(&mut store.conn().unwrap(), &late).unwrap();
+        store.purge_expired(1_200, 100).unwrap();
+        assert!(store.find_refresh("late").unwrap().is_some());
+        store.revoke_session_families("s9", 1_200).unwrap();
+        assert!(
+            store.is_jti_revoked("late-jti").unwrap(),
+            "logout still reaches it"
+        );
+        store.purge_expired(1_600, 100).unwrap();
+        assert!(store.find_refresh("late").unwrap().is_none());
+    }
+
+    #[test]
+    fn purge_keeps_what_replays_and_revocation_need_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
+        store.migrate().unwrap();
+        purge_keeps_what_replays_and_revocation_need(&store);
+    }
+
+    #[test]
+    fn purge_keeps_what_replays_and_revocation_need_on_postgres() {
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            purge_keeps_what_replays_and_revocation_need(&store);
+        });
+    }
+
+    /// A second factor being confirmed while the same person (another tab) asks for a new seed:
+    /// the new seed must not replace the confirmed one (READ COMMITTED re-checks the DELETE).
+    #[test]
+    fn a_confirmation_racing_a_new_seed_keeps_the_second_factor_on_postgres() {
+        use crate::store::MfaStore;
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            store.create_user(&user("u")).unwrap();
+            assert!(store.begin_totp("u", "seed-1", 10).unwrap());
+            let mut holder = diesel::PgConnection::establish(url).unwrap();
+            holder
+                .batch_execute(
+                    "BEGIN; UPDATE user_totp SET confirmed = true, last_step = 1 \
+                     WHERE user_id = 'u' AND NOT confirmed",
+                )
+                .unwrap();
+            let racer = std::thread::spawn({
+                let store = store.clone();
+                move || store.begin_totp("u", "seed-2", 11).unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            holder.batch_execute("COMMIT").unwrap();
+            assert!(!racer.join().unwrap(), "no new seed over a confirmed one");
+            let t = store.find_totp("u").unwrap().unwrap();
+            assert!(t.confirmed);
+            assert_eq!(t.secret_sealed, "seed-1");
+        });
     }
 
     /// Audit rows go in by multi-row statements of up to 32 rows; every row must come back as

@@ -3,7 +3,15 @@
 use diesel::prelude::*;
 
 use super::super::schema::{pending_mfa, recovery_codes, user_totp};
+use super::prepared::{fixed_sql, Bind, Prepared};
 use super::{db_err, DbStore};
+
+fixed_sql!(
+    /// A new unconfirmed seed, unless a row (a confirmed one) is there.
+    BeginTotp,
+    "INSERT INTO user_totp (user_id, secret_sealed, confirmed, last_step, created_at) \
+     VALUES ($1, $2, false, NULL, $3) ON CONFLICT (user_id) DO NOTHING"
+);
 use crate::clock::UnixTime;
 use crate::store::{MfaStore, PendingMfa, StoreResult, TotpRecord};
 
@@ -58,17 +66,22 @@ impl MfaStore for DbStore {
             if confirmed == Some(true) {
                 return Ok(false);
             }
-            diesel::delete(user_totp::table.find(user_id)).execute(c)?;
-            diesel::insert_into(user_totp::table)
-                .values((
-                    user_totp::user_id.eq(user_id),
-                    user_totp::secret_sealed.eq(secret_sealed),
-                    user_totp::confirmed.eq(false),
-                    user_totp::last_step.eq(None::<i64>),
-                    user_totp::created_at.eq(now),
-                ))
-                .execute(c)?;
-            Ok(true)
+            // Only an unconfirmed seed is replaced: on PostgreSQL a confirmation committing
+            // meanwhile makes this DELETE re-check the row and leave it, and the INSERT then
+            // finds it there and writes nothing.
+            diesel::delete(
+                user_totp::table
+                    .find(user_id)
+                    .filter(user_totp::confirmed.eq(false)),
+            )
+            .execute(c)?;
+            let inserted = Prepared::<BeginTotp>::fixed(vec![
+                Bind::Text(user_id),
+                Bind::Text(secret_sealed),
+                Bind::BigInt(now),
+            ])
+            .execute(c)?;
+            Ok(inserted == 1)
         })
         .map_err(db_err)
     }
