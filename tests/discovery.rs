@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
-use serde_json::Value;
 
 use crate::both_backends;
 use crate::common::{pgproxy::PgProxy, postgres_available, Backend, Server, ServerBuilder};
@@ -166,7 +165,8 @@ fn key_rotation_is_picked_up_by_a_running_server(b: Backend) {
     );
     assert_eq!(r.json()["active"], true);
 
-    // Retiring the only active RS256 key brings a successor, so RS256 never goes dark.
+    // Retiring the only RS256 key brings a successor, published first: the old key signs on
+    // for 10 s, so RS256 never goes dark and no replica meets a kid it has not loaded.
     let rs = s.cli_json(&["keys", "list", "--json"]);
     let rs_kid = rs
         .as_array()
@@ -177,13 +177,45 @@ fn key_rotation_is_picked_up_by_a_running_server(b: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    let retired_at = Instant::now();
     s.cli_json(&["keys", "retire", &rs_kid, "--json"]);
-    let after: Value = s.cli_json(&["keys", "list", "--json"]);
-    assert!(after
-        .as_array()
-        .unwrap()
+    let rs256 = || -> Vec<(String, String)> {
+        s.cli_json(&["keys", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["alg"] == "RS256")
+            .map(|k| {
+                let field = |f: &str| k[f].as_str().unwrap().to_owned();
+                (field("kid"), field("state"))
+            })
+            .collect()
+    };
+    let after = rs256();
+    let successor = after
         .iter()
-        .any(|k| k["alg"] == "RS256" && k["state"] == "active" && k["kid"] != rs_kid.as_str()));
+        .find(|(kid, _)| *kid != rs_kid)
+        .expect("a successor")
+        .0
+        .clone();
+    if retired_at.elapsed() < Duration::from_secs(8) {
+        assert!(
+            after.contains(&(rs_kid.clone(), "active".into())),
+            "{after:?}"
+        );
+        assert!(
+            after.contains(&(successor.clone(), "published".into())),
+            "{after:?}"
+        );
+    }
+    wait_for(&s, "the successor to sign", || {
+        rs256().contains(&(successor.clone(), "active".into()))
+    });
+    assert!(
+        retired_at.elapsed() >= Duration::from_secs(8),
+        "handed over too early"
+    );
+    assert!(rs256().contains(&(rs_kid.clone(), "published".into())));
 
     // Bad key commands: one line, non-zero, nothing changed.
     let out = s.cli(&["keys", "retire", "no-such-kid"]);

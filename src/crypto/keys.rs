@@ -157,12 +157,17 @@ impl SigningKey {
     /// The state of this key at `now`, given whether it is its alg's signing key.
     pub fn state(&self, now: UnixTime, max_jwt_ttl: i64, is_signing: bool) -> KeyState {
         match self.retired_at {
-            None if is_signing => KeyState::Active,
-            None => KeyState::Published,
-            Some(t) if now < t.saturating_add(max_jwt_ttl + RETIRE_GRACE_SECS) => {
-                KeyState::Published
+            // A retirement may lie ahead (the only key of its algorithm signs on while its
+            // successor is published).
+            Some(t) if now >= t => {
+                if now < t.saturating_add(max_jwt_ttl + RETIRE_GRACE_SECS) {
+                    KeyState::Published
+                } else {
+                    KeyState::Retired
+                }
             }
-            Some(_) => KeyState::Retired,
+            _ if is_signing => KeyState::Active,
+            _ => KeyState::Published,
         }
     }
 }
@@ -377,7 +382,7 @@ impl KeySet {
         let mut unretired = self
             .keys
             .iter()
-            .filter(|k| k.alg == alg && k.retired_at.is_none());
+            .filter(|k| k.alg == alg && !retired_by(k, self.as_of));
         let oldest = unretired.clone().next_back();
         unretired.find(|k| signs_from(k) <= self.as_of).or(oldest)
     }
@@ -385,9 +390,11 @@ impl KeySet {
     /// Whether a key too young to sign when this set was loaded may sign at `now` (the set
     /// should then be loaded again).
     pub fn matures_by(&self, now: UnixTime) -> bool {
-        self.keys
-            .iter()
-            .any(|k| k.retired_at.is_none() && self.as_of < signs_from(k) && signs_from(k) <= now)
+        self.keys.iter().any(|k| {
+            let matures = !retired_by(k, now) && self.as_of < signs_from(k) && signs_from(k) <= now;
+            let retires = k.retired_at.is_some_and(|t| self.as_of < t && t <= now);
+            matures || retires
+        })
     }
 
     /// A key by `kid`, if it is still published at `now`; used to verify our own tokens.
@@ -432,6 +439,11 @@ impl KeySet {
             .filter(|a| self.signing_key(*a).is_some())
             .collect()
     }
+}
+
+/// Whether `k` no longer signs at `t`.
+fn retired_by(k: &SigningKey, t: UnixTime) -> bool {
+    k.retired_at.is_some_and(|r| r <= t)
 }
 
 /// When `k` may sign if an older key of its algorithm can meanwhile.
@@ -517,8 +529,10 @@ pub fn generate(dir: &Path, alg: SigningAlg, now: UnixTime) -> Result<String, Ke
     Ok(key.kid)
 }
 
-/// Mark the key `kid` in `dir` retired at `now` (it stops signing at once and leaves the JWKS
-/// once tokens it signed have expired).
+/// Mark the key `kid` in `dir` retired (it leaves the JWKS once tokens it signed have expired).
+/// It stops signing at once if another key of its algorithm can take over; if it is the last,
+/// a successor is generated first and the key signs on for [`PUBLISH_BEFORE_SIGN_SECS`], so
+/// that every replica has the successor's public key before any token carries its kid.
 pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
     let set = KeySet::load(dir, 0)?;
     let key = set
@@ -526,10 +540,23 @@ pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
         .iter()
         .find(|k| k.kid == kid)
         .ok_or_else(|| KeyError::UnknownKid(kid.to_owned()))?;
+    let last = key.retired_at.is_none()
+        && !set
+            .keys
+            .iter()
+            .any(|k| k.alg == key.alg && k.kid != key.kid && k.retired_at.is_none());
+    let retired_at = match key.retired_at {
+        Some(t) => t,
+        None if last => {
+            generate(dir, key.alg, now)?;
+            now + PUBLISH_BEFORE_SIGN_SECS
+        }
+        None => now,
+    };
     let meta = KeyMeta {
         alg: key.alg,
         created_at: key.created_at,
-        retired_at: Some(key.retired_at.unwrap_or(now)),
+        retired_at: Some(retired_at),
     };
     let path = dir.join(format!("{kid}.pem"));
     let meta_json =
@@ -542,10 +569,6 @@ pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
         });
     }
     write_private(&meta_path(&path), &meta_json)?;
-    // Never leave an algorithm without a signing key: retiring the active one brings its successor.
-    if KeySet::load(dir, 0)?.signing_key(key.alg).is_none() {
-        generate(dir, key.alg, now)?;
-    }
     Ok(())
 }
 
@@ -642,6 +665,46 @@ mod tests {
                 .kid,
             new
         );
+    }
+
+    #[test]
+    fn retiring_the_last_key_publishes_its_successor_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
+        let old = set.signing_key(SigningAlg::ES256).unwrap().kid.clone();
+        retire(dir.path(), &old, 2_000).unwrap();
+        let at = |now| KeySet::load_at(dir.path(), 600, now).unwrap();
+        let es256: Vec<KeyInfo> = at(2_000)
+            .list(2_000)
+            .into_iter()
+            .filter(|k| k.alg == SigningAlg::ES256)
+            .collect();
+        assert_eq!(es256.len(), 2, "a successor: {es256:?}");
+        let new = es256.iter().find(|k| k.kid != old).unwrap().kid.clone();
+        let state = |now, kid: &str| {
+            at(now)
+                .list(now)
+                .into_iter()
+                .find(|k| k.kid == kid)
+                .unwrap()
+        };
+        assert_eq!(state(2_000, &old).state, KeyState::Active);
+        assert_eq!(state(2_000, &new).state, KeyState::Published);
+        let signer = |now| at(now).signing_key(SigningAlg::ES256).unwrap().kid.clone();
+        assert_eq!(signer(2_000 + PUBLISH_BEFORE_SIGN_SECS - 1), old);
+        assert_eq!(signer(2_000 + PUBLISH_BEFORE_SIGN_SECS), new);
+        assert_eq!(
+            state(2_000 + PUBLISH_BEFORE_SIGN_SECS, &old).state,
+            KeyState::Published,
+            "still verifies what it signed"
+        );
+        assert!(
+            at(2_005).matures_by(2_010),
+            "a replica reloads when it hands over"
+        );
+        // Retiring it again changes nothing; the successor is not the last key any more.
+        retire(dir.path(), &old, 2_020).unwrap();
+        assert_eq!(at(2_020).list(2_020).len(), 3);
     }
 
     #[test]

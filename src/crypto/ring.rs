@@ -77,7 +77,8 @@ impl KeyRing {
     }
 
     /// Re-read the folder if it changed or a published key may now sign, and re-render the JWKS
-    /// (retired keys leave it as time passes). Keeps the old keys if the folder cannot be read.
+    /// (retired keys leave it as time passes). Keeps the old keys if the folder cannot be read
+    /// or would leave an algorithm without a signing key.
     pub fn refresh(&self, now: UnixTime) -> Result<(), KeyError> {
         let fp = fingerprint(&self.dir);
         let old = self.current();
@@ -87,11 +88,55 @@ impl KeyRing {
         {
             return Ok(());
         }
-        let set = KeySet::load_or_init(&self.dir, self.max_jwt_ttl, now)?;
+        // Keys are generated at start and by the command line, never here: replicas reloading
+        // at slightly different moments must not each add one of their own.
+        let set = KeySet::load_at(&self.dir, self.max_jwt_ttl, now)?;
+        if let Some(alg) = old
+            .set
+            .algs()
+            .into_iter()
+            .find(|a| set.signing_key(*a).is_none())
+        {
+            return Err(KeyError::BadKey {
+                path: self.dir.clone(),
+                why: format!("no key left to sign {alg:?}; the keys loaded before stay in use"),
+            });
+        }
         let loaded = Self::render(set, fp, now);
         if let Ok(mut g) = self.current.write() {
             *g = Arc::new(loaded);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::keys::{generate, SigningAlg};
+
+    #[test]
+    fn a_reload_adds_no_key_and_never_drops_a_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), 600, 1_000).unwrap();
+        let es256 = |r: &KeyRing| {
+            r.current()
+                .set
+                .signing_key(SigningAlg::ES256)
+                .map(|k| k.kid.clone())
+        };
+        let before = es256(&ring).unwrap();
+        // A key from the command line is picked up (and signs once it is old enough).
+        let added = generate(dir.path(), SigningAlg::ES256, 1_050).unwrap();
+        ring.refresh(1_100).unwrap();
+        assert_eq!(es256(&ring), Some(added.clone()));
+        // The folder losing every ES256 key: the reload is refused, nothing is generated.
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        for kid in [&before, &added] {
+            std::fs::remove_file(dir.path().join(format!("{kid}.pem"))).unwrap();
+        }
+        assert!(ring.refresh(1_200).is_err());
+        assert_eq!(es256(&ring), Some(added));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), files - 2);
     }
 }

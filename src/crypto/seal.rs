@@ -107,9 +107,10 @@ impl Sealer {
     }
 }
 
-/// Write a new random key: complete in a temporary file, then hard-linked into place, which
-/// fails if the name exists (a replica starting at the same moment reads the winner's file,
-/// never a half-written one).
+/// Write a new random key: complete in a temporary file of its own, then hard-linked into
+/// place, which fails if the name exists. Whoever links first wins, and every process then uses
+/// what is in the file, never what it wrote itself: replicas starting at the same moment on one
+/// folder (each may be PID 1 in its container) end up with one key.
 fn create_key_file(path: &Path) -> Result<String, SealError> {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -117,9 +118,9 @@ fn create_key_file(path: &Path) -> Result<String, SealError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| SealError::Key(e.to_string()))?;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = path.with_extension(format!("tmp-{:032x}", rand::random::<u128>()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -135,12 +136,11 @@ fn create_key_file(path: &Path) -> Result<String, SealError> {
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
-        Ok(()) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::read_to_string(path).map_err(|e| SealError::Key(e.to_string()))
-        }
-        Err(e) => Err(SealError::Key(format!("{}: {e}", path.display()))),
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(SealError::Key(format!("{}: {e}", path.display()))),
     }
+    std::fs::read_to_string(path).map_err(|e| SealError::Key(e.to_string()))
 }
 
 #[cfg(test)]
@@ -180,8 +180,34 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file left behind");
         let configured = Sealer::load(&STANDARD.encode([9u8; 32]), dir.path()).unwrap();
         assert!(configured.open(&sealed, "c").is_err());
         assert!(Sealer::load("not base64!", dir.path()).is_err());
+    }
+
+    #[test]
+    fn simultaneous_first_starts_agree_on_one_key() {
+        // Threads of one process share a PID, as replicas do that are each PID 1 in a container.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(4);
+            let sealers: Vec<Sealer> = std::thread::scope(|scope| {
+                let started: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            Sealer::load("", dir.path()).unwrap()
+                        })
+                    })
+                    .collect();
+                started.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let on_disk = Sealer::load("", dir.path()).unwrap();
+            for s in &sealers {
+                assert_eq!(on_disk.open(&s.seal(b"x", "c"), "c").unwrap(), b"x");
+            }
+        }
     }
 }
