@@ -318,8 +318,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Said after the command, so that a failure stays one line; the server says it in its log.
+    let serving = matches!(cli.command, Command::Serve);
+    let ignored = Config::ignored_env_vars();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            if !serving && !ignored.is_empty() {
+                eprintln!("note: ignoring {} (not settings)", ignored.join(", "));
+            }
+            ExitCode::SUCCESS
+        }
         Err(Failure(msg, code)) => {
             let line = msg.replace('\n', " ");
             eprintln!("error: {}", line.trim_start_matches("error: "));
@@ -352,6 +360,10 @@ fn serve(config: Config) -> Result<(), Failure> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    let ignored = Config::ignored_env_vars();
+    if !ignored.is_empty() {
+        tracing::warn!("ignoring {} (not settings)", ignored.join(", "));
+    }
     actix_web::rt::System::new()
         .block_on(crate::http::serve(config))
         .map_err(|e| fail(format!("{e:#}")))
@@ -842,7 +854,7 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             let hash = read_password(&username)?;
             let (store, _) = open_store(config)?;
             let user = find_user(&store, &username)?;
-            store.set_password(&user.id, &hash)?;
+            store.set_password(&user.id, &hash, SystemClock.now())?;
             audit(&store, "user.password_set", Some(&user.id), None, None)?;
             println!("password set for {}", user.username);
             Ok(())
@@ -890,7 +902,8 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 )));
             }
             let (link, expires_at) =
-                crate::oauth::reset::create_link(&store, config.base_url(), &user.id, now)?;
+                crate::oauth::reset::create_link(&store, config.base_url(), &user.id, now, None)?
+                    .ok_or_else(|| fail("the link was not recorded".to_owned()))?;
             audit(
                 &store,
                 "password.reset_link_created",
@@ -929,15 +942,8 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                 &totp::recovery_hashes(&codes),
                 now,
             )?;
-            // Sessions that began without the code end.
-            let ended = store.delete_user_sessions(&user.id, None, now)?;
-            audit(
-                &store,
-                "mfa.enrolled",
-                Some(&user.id),
-                None,
-                Some(format!("by operator; sessions_ended={ended}")),
-            )?;
+            // The factor is in force from here: show it before anything else can fail, or the
+            // account would ask for a code nobody has.
             let b32 = totp::base32(&secret);
             if u.json {
                 print_json(&json!({
@@ -945,13 +951,28 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                     "secret": b32,
                     "otpauth_uri": uri,
                     "recovery_codes": codes,
-                }))
+                }))?;
             } else {
                 println!("secret:         {b32}");
                 println!("otpauth_uri:    {uri}");
                 println!("recovery codes: {}", codes.join(" "));
-                Ok(())
             }
+            // Sessions that began without the code end.
+            let ended = store
+                .delete_user_sessions(&user.id, None, now)
+                .map_err(|e| {
+                    fail(format!(
+                        "the second factor is enrolled (shown above), but the sessions that \
+                         began without it could not be ended: {e}"
+                    ))
+                })?;
+            audit(
+                &store,
+                "mfa.enrolled",
+                Some(&user.id),
+                None,
+                Some(format!("by operator; sessions_ended={ended}")),
+            )
         }
         UserCommand::Lock(u) => lock_user(config, &u, true),
         UserCommand::Unlock(u) => lock_user(config, &u, false),

@@ -253,7 +253,23 @@ pub enum DatabaseUrl {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// Whether `key` (dotted, any case) lies under one of the configuration's top-level keys.
+fn is_setting(key: &str) -> bool {
+    let top = key.split('.').next().unwrap_or("");
+    TOP_LEVEL.iter().any(|t| t.eq_ignore_ascii_case(top))
+}
+
 impl Config {
+    /// The `PORTCULLIS_*` variables that name no setting (other programs', such as those
+    /// Kubernetes sets for a service called portcullis): [`Config::load`] ignores them.
+    pub fn ignored_env_vars() -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .filter(|k| k.starts_with(ENV_PREFIX) && k != CONFIG_ENV)
+            .filter(|k| !is_setting(&k[ENV_PREFIX.len()..].replace("__", ".")))
+            .collect()
+    }
+
     /// Load: defaults, then `file` (or `PORTCULLIS_CONFIG`) when given, then the environment.
     /// A named file that does not exist is an error; no file at all means defaults.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -269,22 +285,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let ours = |key: &str| {
-            let top = key.split('.').next().unwrap_or("");
-            TOP_LEVEL.iter().any(|t| t.eq_ignore_ascii_case(top))
-        };
-        let ignored: Vec<String> = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .filter(|k| k.starts_with(ENV_PREFIX) && k != CONFIG_ENV)
-            .filter(|k| !ours(&k[ENV_PREFIX.len()..].replace("__", ".")))
-            .collect();
-        if !ignored.is_empty() {
-            eprintln!("note: ignoring {} (not settings)", ignored.join(", "));
-        }
         figment = figment.merge(
             Env::prefixed(ENV_PREFIX)
                 .split("__")
-                .filter(move |k| ours(k.as_str()))
+                .filter(|k| is_setting(k.as_str()))
                 .filter(|k| {
                     !TEXT_SETTINGS
                         .iter()

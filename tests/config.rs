@@ -129,6 +129,13 @@ fn stray_and_number_like_environment_values() {
         stderr.contains("PORTCULLIS_SERVICE_HOST") && stderr.contains("PORTCULLIS_PORT"),
         "{stderr}"
     );
+    // A failing command still says exactly one line.
+    let e = one_line_error(&run(
+        dir.path(),
+        &["client", "show", "no-such-client"],
+        &[("PORTCULLIS_PORT", "tcp://10.0.0.1:8080")],
+    ));
+    assert!(e.contains("no client no-such-client"), "{e}");
     // A misspelt key inside a known section is still an error.
     let e = one_line_error(&run(
         dir.path(),

@@ -12,8 +12,8 @@ use crate::common::upstream::{Fault, Person, Upstream, CLIENT_SECRET};
 use crate::common::{Backend, Resp, Server, ServerBuilder};
 use crate::refresh::payload;
 use crate::signin::{
-    auth_params, csrf_token_for, location_params, query, redeem, user, Browser, PASSWORD, REDIRECT,
-    VERIFIER,
+    auth_params, csrf_token_for, location_params, login_attempt, query, redeem, user, Browser,
+    PASSWORD, REDIRECT, VERIFIER,
 };
 
 fn server(b: Backend, upstreams: &[&Upstream], github: bool) -> Server {
@@ -431,6 +431,18 @@ fn email_links_only_after_the_local_password(b: Backend) {
     let t = redeem(&s, &id, &secret, &code_of(&r), Some(VERIFIER)).json();
     assert_eq!(payload(t["id_token"].as_str().unwrap())["sub"], alice["id"]);
     assert!(by_username(&users(&s), "google:3002").is_none());
+
+    // A stranger's wrong guesses lock alice's password out, not her Google sign-in.
+    for _ in 0..5 {
+        let r = login_attempt(&mut Browser::new(&s), &params, "alice", "a-wrong-guess");
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = login_attempt(&mut Browser::new(&s), &params, "alice", PASSWORD);
+    assert_eq!(r.status, 401, "the password is locked out: {}", r.body);
+    let (r, _) = through(&mut Browser::new(&s), &params, "google");
+    let t = redeem(&s, &id, &secret, &code_of(&r), Some(VERIFIER)).json();
+    assert_eq!(payload(t["id_token"].as_str().unwrap())["sub"], alice["id"]);
+    s.cli(&["user", "unlock", "alice"]);
 
     // alice then turns on TOTP: Google alone no longer signs her in; the code follows it.
     let enrolled = s.cli_json(&["user", "totp", "alice", "--json"]);

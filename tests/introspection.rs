@@ -197,7 +197,41 @@ fn a_locked_or_deleted_person_has_no_active_tokens(b: Backend) {
     assert_eq!(introspect(&s, &machine, rs)["active"], true);
 }
 
+/// Deleting a client ends its tokens at introspection and userinfo at once, its machine tokens
+/// and the tokens people granted it alike; another client's tokens are untouched.
+fn a_deleted_clients_tokens_are_inactive(b: Backend) {
+    let s = Server::start(b);
+    crate::signin::user(&s, "ola", &[]);
+    let (id, secret) =
+        crate::refresh::rp_client_with(&s, "Notes", &["--grant-type", "client_credentials"]);
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = crate::signin::Browser::new(&s);
+    let t = crate::refresh::tokens(&s, &mut browser, c, "ola", "openid notes:read");
+    let person = t["access_token"].as_str().unwrap();
+    let machine = s.cc_token(c.0, c.1, None);
+    let (rs, rs_secret) = s.client(&[]);
+    let rs = (rs.as_str(), rs_secret.as_str());
+    let own = s.cc_token(rs.0, rs.1, None);
+    let userinfo = |token: &str| {
+        let r = crate::common::agent()
+            .get(&s.url("/userinfo"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call();
+        crate::common::Resp::from(r).status
+    };
+    assert_eq!(introspect(&s, person, rs)["active"], true);
+    assert_eq!(introspect(&s, &machine, rs)["active"], true);
+    assert_eq!(userinfo(person), 200);
+
+    s.cli(&["client", "delete", &id]);
+    assert_eq!(introspect(&s, person, rs), json!({ "active": false }));
+    assert_eq!(introspect(&s, &machine, rs), json!({ "active": false }));
+    assert_eq!(userinfo(person), 401);
+    assert_eq!(introspect(&s, &own, rs)["active"], true);
+}
+
 both_backends!(
+    a_deleted_clients_tokens_are_inactive,
     a_locked_or_deleted_person_has_no_active_tokens,
     introspection_and_revocation,
     forged_tokens_are_inactive,

@@ -354,6 +354,96 @@ fn signing_in_again_after_an_idle_session_keeps_the_tokens(b: Backend) {
     refresh(&s, c, &next, None).assert_error(400, "invalid_grant");
 }
 
+/// A session gone idle, or whose user an operator locked, no longer signs anyone in, but the
+/// refresh tokens issued in it live on: signing out of it ends them, with a hint or after the
+/// confirmation page (which may go idle while it is shown).
+fn signing_out_of_an_idle_or_locked_session_ends_its_tokens(b: Backend) {
+    let s = Server::start(b);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let rt = |t: &serde_json::Value| t["refresh_token"].as_str().unwrap().to_owned();
+    let idle = |who: &str| {
+        let sql = format!(
+            "UPDATE sessions SET last_seen = last_seen - 7300 \
+             WHERE user_id = (SELECT id FROM users WHERE username = '{who}')"
+        );
+        assert_eq!(execute_sql(&s, &sql), 1);
+    };
+
+    user(&s, "ida", &[]);
+    let mut browser = Browser::new(&s);
+    let t = tokens(&s, &mut browser, c, "ida", "openid notes:read");
+    idle("ida");
+    let hint = t["id_token"].as_str().unwrap();
+    let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", hint)])));
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    refresh(&s, c, &rt(&t), None).assert_error(400, "invalid_grant");
+
+    user(&s, "lee", &[]);
+    let mut browser = Browser::new(&s);
+    let t = tokens(&s, &mut browser, c, "lee", "openid notes:read");
+    s.cli_json(&["user", "lock", "lee", "--json"]);
+    let hint = t["id_token"].as_str().unwrap();
+    let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", hint)])));
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    s.cli_json(&["user", "unlock", "lee", "--json"]);
+    refresh(&s, c, &rt(&t), None).assert_error(400, "invalid_grant");
+
+    user(&s, "mo", &[]);
+    let mut browser = Browser::new(&s);
+    let t = tokens(&s, &mut browser, c, "mo", "openid notes:read");
+    let ask = browser.get(&format!("/logout?{}", q(&[("client_id", &id)])));
+    assert!(ask.body.contains("Sign out?"), "{}", ask.body);
+    let csrf = hidden(&ask.body, "csrf_token").unwrap();
+    idle("mo");
+    let form = [
+        ("client_id", id.as_str()),
+        ("decision", "logout"),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let done = browser.post("/logout/confirm", &form);
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    refresh(&s, c, &rt(&t), None).assert_error(400, "invalid_grant");
+}
+
+/// A code issued in a session and not yet redeemed follows the session: it moves to the new
+/// session when the person signs in again (whose logout then ends what it starts), and it is
+/// spent when the session ends.
+fn unredeemed_codes_follow_their_session(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "nia", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    let first = tokens(&s, &mut browser, c, "nia", "openid notes:read");
+    let params = auth_params(&id, "openid notes:read", &[]);
+    let pending = authorize_in_session(&mut browser, &params);
+    // Signed in again before the application redeemed it.
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let again = auth_params(&id, "openid", &[("prompt", "login")]);
+    let back = crate::signin::sign_in(&mut browser, &again, "nia", true);
+    let second = crate::signin::redeem(&s, &id, &secret, &back["code"], Some(VERIFIER)).json();
+    let late = crate::signin::redeem(&s, &id, &secret, &pending, Some(VERIFIER));
+    assert_eq!(late.status, 200, "{}", late.body);
+    let late = late.json();
+    let hint = second["id_token"].as_str().unwrap();
+    let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", hint)])));
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    for t in [&first, &late] {
+        let rt = t["refresh_token"].as_str().unwrap();
+        refresh(&s, c, rt, None).assert_error(400, "invalid_grant");
+    }
+
+    // Signed out before the application redeemed it: the code is spent.
+    let t = tokens(&s, &mut browser, c, "nia", "openid notes:read");
+    let pending = authorize_in_session(&mut browser, &params);
+    let hint = t["id_token"].as_str().unwrap();
+    let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", hint)])));
+    assert!(done.body.contains("You have signed out"), "{}", done.body);
+    crate::signin::redeem(&s, &id, &secret, &pending, Some(VERIFIER))
+        .assert_error(400, "invalid_grant");
+}
+
 /// A relying party's auto-submitted form is a cross-site POST, and the browser sends no
 /// `SameSite=Lax` cookie with it: such a POST is answered with the same request as a GET, which
 /// the browser follows with its cookies. With the cookie, a POST is served as it is.
@@ -396,6 +486,8 @@ fn cross_site_posts_are_retried_as_gets(b: Backend) {
 }
 
 both_backends!(
+    unredeemed_codes_follow_their_session,
+    signing_out_of_an_idle_or_locked_session_ends_its_tokens,
     cross_site_posts_are_retried_as_gets,
     a_temporary_lockout_ends_nothing_the_person_has,
     enrolling_a_second_factor_ends_other_sessions_and_their_tokens,

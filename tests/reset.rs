@@ -125,7 +125,88 @@ fn reset_link_is_single_use_and_ends_everything(b: Backend) {
     assert!(!audit.contains(token) && !audit.contains(NEW_PASSWORD));
 }
 
-both_backends!(reset_link_is_single_use_and_ends_everything);
+/// The access tokens a person's codes issued to a client without refresh tokens end with the
+/// password too (they have no family to be reached through); so does everything else when the
+/// operator sets the password with `user set-password`.
+fn a_new_password_ends_code_issued_access_tokens(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "ana", &[]);
+    let (web, web_secret) = s.client(&[
+        "--name",
+        "Web",
+        "--redirect-uri",
+        crate::signin::REDIRECT,
+        "--grant-type",
+        "authorization_code",
+        "--scope",
+        "notes:read",
+    ]);
+    let (rp, rp_secret) = rp_client(&s, "Notes");
+    let userinfo = |t: &serde_json::Value| {
+        let r = crate::common::agent()
+            .get(&s.url("/userinfo"))
+            .set(
+                "Authorization",
+                &format!("Bearer {}", t["access_token"].as_str().unwrap()),
+            )
+            .call();
+        Resp::from(r).status
+    };
+    let prompt_none = |b: &mut Browser| {
+        let params = auth_params(&rp, "openid", &[("prompt", "none")]);
+        let r = b.get(&format!("/authorize?{}", query(&params)));
+        crate::signin::location_params(&r).1["error"].clone()
+    };
+
+    let mut browser = Browser::new(&s);
+    let code_only = tokens(&s, &mut browser, (&web, &web_secret), "ana", "openid");
+    assert!(code_only.get("refresh_token").is_none());
+    assert_eq!(userinfo(&code_only), 200);
+    let link = link_for(&s, "ana");
+    let r = use_link(&mut Browser::new(&s), &link, NEW_PASSWORD, NEW_PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(userinfo(&code_only), 401, "the reset ends it");
+
+    let mut browser = Browser::new(&s);
+    let rp_tokens = |b: &mut Browser| {
+        let params = auth_params(&rp, "openid notes:read", &[]);
+        let r = login_attempt(b, &params, "ana", NEW_PASSWORD);
+        let r = if r.status == 200 {
+            let csrf = hidden(&r.body, "csrf_token").unwrap();
+            let mut form: Vec<(&str, &str)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            form.extend([("csrf_token", csrf.as_str()), ("decision", "allow")]);
+            b.post("/consent", &form)
+        } else {
+            r
+        };
+        let code = crate::signin::location_params(&r).1["code"].clone();
+        crate::signin::redeem(&s, &rp, &rp_secret, &code, Some(crate::signin::VERIFIER)).json()
+    };
+    let t = rp_tokens(&mut browser);
+    assert_eq!(userinfo(&t), 200);
+    let out = s.cli_stdin(
+        &["user", "set-password", "ana", "--password-stdin"],
+        "operator-chosen-passphrase\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(prompt_none(&mut browser), "login_required");
+    assert_eq!(userinfo(&t), 401);
+    let c = (rp.as_str(), rp_secret.as_str());
+    refresh(&s, c, t["refresh_token"].as_str().unwrap(), None).assert_error(400, "invalid_grant");
+    assert!(password_works(&s, &rp, "ana", "operator-chosen-passphrase"));
+}
+
+both_backends!(
+    reset_link_is_single_use_and_ends_everything,
+    a_new_password_ends_code_issued_access_tokens,
+);
 
 #[test]
 fn forgot_password_mails_a_link_and_tells_nobody_whether_the_account_exists() {

@@ -727,10 +727,16 @@ pub(super) async fn start_session(
         amr,
         expires_at: now + SESSION_ABSOLUTE_SECS,
     };
+    // After a password, the session is opened only while that password is still the account's.
+    let verified = (session.amr.first().map(String::as_str) == Some("pwd"))
+        .then(|| user.password_hash.clone())
+        .flatten();
     let (st, s, h) = (state.clone(), session.clone(), hash.clone());
-    let created = web::block(move || -> Result<(), crate::store::StoreError> {
+    let created = web::block(move || -> Result<bool, crate::store::StoreError> {
         // The new session first: should a later step fail, the old one still holds its tokens.
-        st.store.create_session(&h, &s, now)?;
+        if !st.store.create_session(&h, &s, now, verified.as_deref())? {
+            return Ok(false);
+        }
         if let Some(old) = old {
             // The refresh tokens of the old session follow the same person to the new one, even
             // when it has gone idle; someone else's end with the session they were issued in.
@@ -741,10 +747,17 @@ pub(super) async fn start_session(
             }
             st.store.delete_session(&old)?;
         }
-        Ok(())
+        Ok(true)
     })
     .await;
-    stored(created)?;
+    if !stored(created)? {
+        tracing::info!(user_id = %user.id, "sign-in overtaken by a password change");
+        return Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            "Sign in again",
+            "The password of this account was changed while you were signing in. Go back to the application and sign in with the new password.",
+        ));
+    }
     Ok((hash, session, cookie_value))
 }
 

@@ -374,8 +374,11 @@ async fn sign_in(
     pending: &Pending,
     request: &str,
 ) -> HttpResponse {
-    let now = state.clock.now();
-    if user.is_locked(now) {
+    // Only an operator's lock stops an upstream sign-in. A temporary lockout (wrong passwords,
+    // by anyone) guards the password, which the upstream did not use: honouring it here would
+    // let a stranger shut a linked person out of Google and GitHub too. A second factor still
+    // refuses codes during the lockout.
+    if user.locked {
         tracing::info!(user_id = %user.id, "federated sign-in to a locked account refused");
         return error_page_back(
             StatusCode::FORBIDDEN,

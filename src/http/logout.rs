@@ -12,7 +12,7 @@ use super::authorize::{
 };
 use super::pages::{self, error_page, page, render, Csrf};
 use super::AppState;
-use crate::oauth::login::SESSION_IDLE_SECS;
+use crate::crypto::opaque;
 use crate::oauth::logout::{LogoutRequest, CARRIED};
 use crate::oauth::request::Params;
 
@@ -66,10 +66,7 @@ async fn end_session(
     let st = state.clone();
     let now = state.clock.now();
     let ended = web::block(move || -> Result<_, crate::store::StoreError> {
-        let who = st
-            .store
-            .find_session(&hash, now, SESSION_IDLE_SECS)?
-            .map(|s| s.user_id);
+        let who = st.store.session_owner(&hash)?;
         let revoked = st.store.revoke_session_families(&hash, now)?;
         st.store.delete_session(&hash)?;
         Ok((who, revoked))
@@ -85,6 +82,11 @@ async fn end_session(
     }
     state.record(event);
     Ok(())
+}
+
+/// The hash of the session cookie this browser sent, if any.
+fn session_cookie_hash(state: &AppState, req: &HttpRequest) -> Option<String> {
+    pages::read_cookie(req, &state.config, "session").map(|c| opaque::hash_secret(&c))
 }
 
 /// Redirect to `target`, or show our own page; with `signed_out`, the session cookie goes.
@@ -136,6 +138,13 @@ pub async fn end_session_endpoint(
         Err(resp) => return resp,
     };
     let Some((hash, session, user)) = session else {
+        // A session gone idle, or whose user an operator locked, signs nobody in but still holds
+        // the refresh tokens issued in it: they end with it, as the page says.
+        if let Some(hash) = session_cookie_hash(&state, &req) {
+            if let Err(resp) = end_session(&state, &req, hash).await {
+                return resp;
+            }
+        }
         return finish(&state, target, true);
     };
     if request.names(&user.id, session.auth_time) {
@@ -196,11 +205,8 @@ pub async fn confirm(
     };
     match params.get("decision") {
         Some("logout") => {
-            let session = match current_session(&state, &req).await {
-                Ok(s) => s,
-                Err(resp) => return resp,
-            };
-            if let Some((hash, _, _)) = session {
+            // Whatever the cookie names ends, live or gone idle meanwhile.
+            if let Some(hash) = session_cookie_hash(&state, &req) {
                 if let Err(resp) = end_session(&state, &req, hash).await {
                     return resp;
                 }

@@ -19,7 +19,7 @@ use crate::oauth::client::Client;
 use crate::oauth::request::Params;
 use crate::oauth::totp::{self, SecondFactorOutcome};
 use crate::oauth::user::User;
-use crate::store::PendingMfa;
+use crate::store::{PendingMfa, StoreError};
 
 /// How long the second-factor page may stay open after the password.
 const PENDING_SECS: i64 = 300;
@@ -364,17 +364,27 @@ pub async fn enrol_confirm(
     let hashes = totp::recovery_hashes(&codes);
     let (st, uid) = (state.clone(), user.id.clone());
     // The person's other sessions began without the code: they end (this one stays).
-    let confirmed = web::block(move || -> Result<Option<usize>, crate::store::StoreError> {
-        if !st.store.confirm_totp(&uid, step, &hashes)? {
-            return Ok(None);
-        }
-        st.store
-            .delete_user_sessions(&uid, Some(&session_hash), now)
-            .map(Some)
-    })
+    // Once confirmed the factor is in force, so the recovery codes are shown even if ending the
+    // other sessions fails (they could never be shown again); that failure is logged.
+    let confirmed = web::block(
+        move || -> Result<Option<Result<usize, StoreError>>, StoreError> {
+            if !st.store.confirm_totp(&uid, step, &hashes)? {
+                return Ok(None);
+            }
+            Ok(Some(st.store.delete_user_sessions(
+                &uid,
+                Some(&session_hash),
+                now,
+            )))
+        },
+    )
     .await;
     let ended = match stored(confirmed) {
-        Ok(Some(n)) => n,
+        Ok(Some(Ok(n))) => n.to_string(),
+        Ok(Some(Err(error))) => {
+            tracing::error!(user_id = %user.id, %error, "TOTP enrolled, but other sessions not ended");
+            "failed".to_owned()
+        }
         Ok(None) => return already_on(),
         Err(resp) => return resp,
     };

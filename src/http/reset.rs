@@ -265,19 +265,18 @@ fn mail_link(
         return Ok(());
     };
     // The link mailed moments ago still works: no second one (no flooding an inbox from many
-    // addresses).
-    if st
-        .store
-        .reset_created_since(&user.id, now - MAIL_COOLDOWN_SECS)?
-    {
+    // addresses, nor from parallel requests).
+    let quiet_since = Some(now - MAIL_COOLDOWN_SECS);
+    let Some((link, _)) =
+        create_link(&*st.store, st.config.base_url(), &user.id, now, quiet_since)?
+    else {
         st.record(
             event
                 .user(&user.id)
                 .detail("a link was made recently; none mailed"),
         );
         return Ok(());
-    }
-    let (link, _) = create_link(&*st.store, st.config.base_url(), &user.id, now)?;
+    };
     let name = user.name.clone().unwrap_or_else(|| user.username.clone());
     if let Some(mailer) = &st.mailer {
         match mailer.send_reset(&email, &name, &link) {

@@ -7,7 +7,23 @@ use super::issue::{AccessTokenClaims, Issuer};
 use super::user::User;
 use crate::clock::UnixTime;
 use crate::crypto::opaque;
-use crate::store::{RefreshRecord, StoreResult, TokenStore, UserStore};
+use crate::store::{ClientStore, RefreshRecord, StoreResult, TokenStore, UserStore};
+
+/// How much earlier than a client's registration a token may say it was issued and still be
+/// that client's: replicas' clocks may differ by this much.
+const REGISTRATION_SKEW_SECS: UnixTime = 60;
+
+/// Whether the client an access token was issued to is still registered, and was registered
+/// before the token was issued: deleting a client ends its tokens, and registering the id again
+/// does not bring them back.
+pub(crate) fn client_holds<S: ClientStore + ?Sized>(
+    store: &S,
+    claims: &AccessTokenClaims,
+) -> StoreResult<bool> {
+    Ok(store
+        .find_client(&claims.client_id)?
+        .is_some_and(|c| c.created_at <= claims.iat.saturating_add(REGISTRATION_SKEW_SECS)))
+}
 
 /// The response: `{"active": false}` or the token's claims with `active: true`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,12 +94,13 @@ pub fn find_refresh<S: TokenStore + ?Sized>(
 /// Introspect `token` for the authenticated `caller`.
 ///
 /// An access token is active when it is a JWT we signed with a published key, the key's
-/// algorithm, `typ: at+jwt`, our `iss`, not expired, `jti` not revoked, and (a person's token)
-/// its user neither locked by an operator nor deleted; confidential callers
+/// algorithm, `typ: at+jwt`, our `iss`, not expired, `jti` not revoked, its client still
+/// registered ([`client_holds`]), and (a person's token) its user neither locked by an operator
+/// nor deleted; confidential callers
 /// (resource servers) may introspect any, a public client only its own, as node-oidc-provider
 /// does by default. A refresh token is active when it is current (not rotated, revoked or
 /// expired), its user may still sign in, and the caller is the client it was issued to.
-pub fn introspect<S: TokenStore + UserStore + ?Sized>(
+pub fn introspect<S: TokenStore + UserStore + ClientStore + ?Sized>(
     issuer: &Issuer<'_>,
     caller: &Client,
     token: &str,
@@ -126,7 +143,7 @@ pub fn introspect<S: TokenStore + UserStore + ?Sized>(
         if caller.is_public() && claims.client_id != caller.client_id {
             return Ok(IntrospectionResponse::inactive());
         }
-        if store.is_jti_revoked(&claims.jti)? {
+        if store.is_jti_revoked(&claims.jti)? || !client_holds(store, &claims)? {
             return Ok(IntrospectionResponse::inactive());
         }
         // A person's token ends with an operator's lock or the account's deletion, as at

@@ -17,17 +17,24 @@ pub fn usable(r: &ResetRecord, now: UnixTime) -> bool {
 }
 
 /// A new link for `user_id`: returns the URL (holding the only copy of the token) and its
-/// expiry.
+/// expiry; `None` when `quiet_since` is given and a link was made since then.
 pub fn create_link(
     store: &(impl ResetStore + ?Sized),
     base_url: &str,
     user_id: &str,
     now: UnixTime,
-) -> StoreResult<(String, UnixTime)> {
+    quiet_since: Option<UnixTime>,
+) -> StoreResult<Option<(String, UnixTime)>> {
     let token = opaque::random_token();
     let expires_at = now + RESET_TTL_SECS;
-    store.create_reset(&opaque::hash_secret(&token), user_id, now, expires_at)?;
-    Ok((format!("{base_url}{RESET_PATH}?token={token}"), expires_at))
+    let hash = opaque::hash_secret(&token);
+    if !store.create_reset(&hash, user_id, now, expires_at, quiet_since)? {
+        return Ok(None);
+    }
+    Ok(Some((
+        format!("{base_url}{RESET_PATH}?token={token}"),
+        expires_at,
+    )))
 }
 
 #[cfg(test)]

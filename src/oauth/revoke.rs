@@ -77,6 +77,7 @@ pub fn revoke<S: TokenStore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::UnixTime;
     use crate::config::DatabaseUrl;
     use crate::config::TokenConfig;
     use crate::crypto::keys::KeySet;
@@ -85,27 +86,55 @@ mod tests {
     use crate::oauth::introspect::introspect;
     use crate::oauth::request::ClientCredentialsRequest;
     use crate::store::db::DbStore;
+    use crate::store::ClientStore;
 
     fn client(id: &str, method: AuthMethod) -> Client {
         Client::sample(id, method, None)
     }
 
+    /// Keys, token settings and a migrated SQLite store in a temporary folder.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        keys: KeySet,
+        tokens: TokenConfig,
+        store: DbStore,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let keys = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
+            let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
+            store.migrate().unwrap();
+            Self {
+                _dir: dir,
+                keys,
+                tokens: TokenConfig::default(),
+                store,
+            }
+        }
+
+        fn at(&self, now: UnixTime) -> Issuer<'_> {
+            Issuer {
+                issuer: "https://id.example.com",
+                keys: &self.keys,
+                tokens: &self.tokens,
+                now,
+            }
+        }
+    }
+
     #[test]
     fn revoke_own_token_only_and_introspection_follows() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
-        let tokens = TokenConfig::default();
-        let at = |now| Issuer {
-            issuer: "https://id.example.com",
-            keys: &keys,
-            tokens: &tokens,
-            now,
-        };
-        let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
-        store.migrate().unwrap();
+        let f = Fixture::new();
+        let at = |now| f.at(now);
+        let store = &f.store;
         let a = client("a", AuthMethod::ClientSecretBasic);
         let b = client("b", AuthMethod::ClientSecretBasic);
         let public = client("p", AuthMethod::None);
+        for c in [&a, &b, &public] {
+            store.create_client(c).unwrap();
+        }
         let req = ClientCredentialsRequest {
             scope: None,
             resources: vec![],
@@ -113,40 +142,79 @@ mod tests {
         let (resp, _) = client_credentials::exchange(&at(1_000), &a, &req).unwrap();
         let t = resp.access_token.as_str();
 
-        let active = introspect(&at(1_001), &b, t, None, &store).unwrap();
+        let active = introspect(&at(1_001), &b, t, None, store).unwrap();
         assert!(active.active, "a resource server may introspect");
         assert_eq!(active.claims.unwrap().client_id, "a");
         assert!(
-            !introspect(&at(1_001), &public, t, None, &store)
+            !introspect(&at(1_001), &public, t, None, store)
                 .unwrap()
                 .active
         );
         assert!(
-            !introspect(&at(1_600), &a, t, None, &store).unwrap().active,
+            !introspect(&at(1_600), &a, t, None, store).unwrap().active,
             "expired"
         );
         assert!(
-            !introspect(&at(1_001), &a, "garbage", None, &store)
+            !introspect(&at(1_001), &a, "garbage", None, store)
                 .unwrap()
                 .active
         );
 
         assert_eq!(
-            revoke(&at(1_001), &b, t, None, &store).unwrap_err().code,
+            revoke(&at(1_001), &b, t, None, store).unwrap_err().code,
             crate::oauth::error::ErrorCode::UnauthorizedClient
         );
-        assert!(introspect(&at(1_001), &a, t, None, &store).unwrap().active);
+        assert!(introspect(&at(1_001), &a, t, None, store).unwrap().active);
         assert_eq!(
-            revoke(&at(1_001), &a, t, None, &store).unwrap(),
+            revoke(&at(1_001), &a, t, None, store).unwrap(),
             Revocation::Revoked {
                 sub: a.client_id.clone(),
                 kind: "access_token"
             }
         );
-        assert!(!introspect(&at(1_001), &a, t, None, &store).unwrap().active);
+        assert!(!introspect(&at(1_001), &a, t, None, store).unwrap().active);
         assert_eq!(
-            revoke(&at(1_001), &a, "x.y.z", None, &store).unwrap(),
+            revoke(&at(1_001), &a, "x.y.z", None, store).unwrap(),
             Revocation::Ignored
         );
+    }
+
+    #[test]
+    fn a_deleted_clients_tokens_are_inactive_even_if_its_id_returns() {
+        let f = Fixture::new();
+        let at = |now| f.at(now);
+        let store = &f.store;
+        let (machine, rs) = (
+            client("machine", AuthMethod::ClientSecretBasic),
+            client("rs", AuthMethod::ClientSecretBasic),
+        );
+        store.create_client(&machine).unwrap();
+        store.create_client(&rs).unwrap();
+        let req = ClientCredentialsRequest {
+            scope: None,
+            resources: vec![],
+        };
+        let (resp, _) = client_credentials::exchange(&at(1_000), &machine, &req).unwrap();
+        let t = resp.access_token.as_str();
+        assert!(introspect(&at(1_001), &rs, t, None, store).unwrap().active);
+
+        assert!(store.delete_client("machine").unwrap());
+        assert!(!introspect(&at(1_001), &rs, t, None, store).unwrap().active);
+
+        // The id registered again later is another client: the old token stays dead.
+        let again = Client {
+            created_at: 1_100,
+            ..machine.clone()
+        };
+        store.create_client(&again).unwrap();
+        assert!(!introspect(&at(1_101), &rs, t, None, store).unwrap().active);
+        // Within the clock skew allowed between replicas, it is the same registration.
+        store.delete_client("machine").unwrap();
+        let skewed = Client {
+            created_at: 1_030,
+            ..machine
+        };
+        store.create_client(&skewed).unwrap();
+        assert!(introspect(&at(1_031), &rs, t, None, store).unwrap().active);
     }
 }

@@ -34,13 +34,6 @@ pub struct User {
     pub created_at: UnixTime,
 }
 
-impl User {
-    /// Whether sign-in is refused at `now` whatever the password.
-    pub fn is_locked(&self, now: UnixTime) -> bool {
-        self.locked || self.locked_until.is_some_and(|t| t > now)
-    }
-}
-
 /// Usernames: 1 to 64 characters of `a-z 0-9 . _ - @ +`, compared lower-case. (`:` is reserved
 /// for federated users such as `google:<sub>`.)
 pub fn normalize_username(name: &str) -> Result<String, String> {

@@ -4,14 +4,14 @@ use serde_json::{json, Map, Value};
 
 use super::error::{ErrorCode, OAuthError};
 use super::issue::Issuer;
-use crate::store::{RevocationStore, UserStore};
+use crate::store::{ClientStore, RevocationStore, UserStore};
 
 /// The claims for the person behind `access_token`: `sub` always, `name` and
 /// `preferred_username` with `profile`, `email` with `email`, `phone_number` with `phone`,
 /// `address` (`{"formatted": ...}`, OIDC Core 5.1.1) with `address`; claims the person does
-/// not have are left out. The token must be one of ours, live, unrevoked, a person's, and carry
-/// `openid`.
-pub fn userinfo<S: RevocationStore + UserStore + ?Sized>(
+/// not have are left out. The token must be one of ours, live, unrevoked, a person's, carry
+/// `openid`, and its client must still be registered.
+pub fn userinfo<S: RevocationStore + UserStore + ClientStore + ?Sized>(
     issuer: &Issuer<'_>,
     access_token: &str,
     store: &S,
@@ -20,7 +20,7 @@ pub fn userinfo<S: RevocationStore + UserStore + ?Sized>(
     let claims = issuer
         .verify_access_token(access_token)
         .ok_or_else(invalid)?;
-    if store.is_jti_revoked(&claims.jti)? {
+    if store.is_jti_revoked(&claims.jti)? || !super::introspect::client_holds(store, &claims)? {
         return Err(invalid());
     }
     let scope: Vec<&str> = claims.scope.as_deref().unwrap_or("").split(' ').collect();

@@ -392,7 +392,7 @@ impl Maintenance for DbStore {
             conn,
             revoked_tokens,
             jti,
-            revoked_tokens::expires_at.lt(now),
+            revoked_tokens::expires_at.lt(now - super::REVOCATION_SKEW_SECS),
             batch
         );
         n += purge!(conn, sessions, id_hash, sessions::expires_at.lt(now), batch);
@@ -573,11 +573,9 @@ impl UserStore for DbStore {
         .map_err(db_err)
     }
 
-    fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool> {
-        diesel::update(users::table.find(id))
-            .set(users::password_hash.eq(Some(hash)))
-            .execute(&mut *self.conn()?)
-            .map(|n| n > 0)
+    fn set_password(&self, id: &str, hash: &str, now: UnixTime) -> StoreResult<bool> {
+        self.conn()?
+            .transaction(|c| reset::replace_password_in(c, id, hash, now))
             .map_err(db_err)
     }
 
@@ -750,19 +748,50 @@ impl UserStore for DbStore {
 }
 
 impl SessionStore for DbStore {
-    fn create_session(&self, id_hash: &str, s: &Session, now: UnixTime) -> StoreResult<()> {
-        diesel::insert_into(sessions::table)
-            .values((
-                sessions::id_hash.eq(id_hash),
-                sessions::user_id.eq(&s.user_id),
-                sessions::auth_time.eq(s.auth_time),
-                sessions::amr.eq(to_json(&s.amr)),
-                sessions::last_seen.eq(now),
-                sessions::expires_at.eq(s.expires_at),
-            ))
-            .execute(&mut *self.conn()?)
-            .map(|_| ())
-            .map_err(db_err)
+    fn create_session(
+        &self,
+        id_hash: &str,
+        s: &Session,
+        now: UnixTime,
+        password: Option<&str>,
+    ) -> StoreResult<bool> {
+        let row = (
+            sessions::id_hash.eq(id_hash),
+            sessions::user_id.eq(&s.user_id),
+            sessions::auth_time.eq(s.auth_time),
+            sessions::amr.eq(to_json(&s.amr)),
+            sessions::last_seen.eq(now),
+            sessions::expires_at.eq(s.expires_at),
+        );
+        let mut conn = self.conn()?;
+        let Some(verified) = password else {
+            return diesel::insert_into(sessions::table)
+                .values(row)
+                .execute(&mut *conn)
+                .map(|_| true)
+                .map_err(db_err);
+        };
+        // A no-op UPDATE of the user's row, only while it still has the verified hash, holds the
+        // row (PostgreSQL) or the write lock (SQLite) until the insert commits. A reset's UPDATE
+        // then either waits for this session, which its DELETE sees, or commits first, and
+        // this finds the hash changed.
+        conn.transaction(|c| {
+            let held = diesel::update(
+                users::table
+                    .find(&s.user_id)
+                    .filter(users::password_hash.eq(verified)),
+            )
+            .set(users::id.eq(users::id))
+            .execute(c)?;
+            if held == 0 {
+                return Ok(false);
+            }
+            diesel::insert_into(sessions::table)
+                .values(row)
+                .execute(c)?;
+            Ok(true)
+        })
+        .map_err(db_err)
     }
 
     fn find_session(
@@ -1374,6 +1403,15 @@ impl RefreshStore for DbStore {
 
     fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize> {
         let mut conn = self.conn()?;
+        // A code issued in the session and not yet redeemed would start a family after it.
+        diesel::update(
+            authorization_codes::table
+                .filter(authorization_codes::session_hash.eq(session_hash))
+                .filter(authorization_codes::consumed_at.is_null()),
+        )
+        .set(authorization_codes::consumed_at.eq(Some(now)))
+        .execute(&mut *conn)
+        .map_err(db_err)?;
         let families: Vec<String> = refresh_tokens::table
             .filter(refresh_tokens::session_hash.eq(session_hash))
             .filter(refresh_tokens::offline.eq(false))
@@ -1390,10 +1428,22 @@ impl RefreshStore for DbStore {
     }
 
     fn move_session_families(&self, old_hash: &str, new_hash: &str) -> StoreResult<usize> {
-        diesel::update(refresh_tokens::table.filter(refresh_tokens::session_hash.eq(old_hash)))
-            .set(refresh_tokens::session_hash.eq(new_hash))
-            .execute(&mut *self.conn()?)
-            .map_err(db_err)
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            // Codes not yet redeemed follow too, so the families they start belong to the
+            // session that is signed in.
+            diesel::update(
+                authorization_codes::table
+                    .filter(authorization_codes::session_hash.eq(old_hash))
+                    .filter(authorization_codes::consumed_at.is_null()),
+            )
+            .set(authorization_codes::session_hash.eq(new_hash))
+            .execute(c)?;
+            diesel::update(refresh_tokens::table.filter(refresh_tokens::session_hash.eq(old_hash)))
+                .set(refresh_tokens::session_hash.eq(new_hash))
+                .execute(c)
+        })
+        .map_err(db_err)
     }
 }
 
@@ -1458,7 +1508,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
         store.migrate().unwrap();
-        for (jti, exp) in [("a", 10), ("b", 20), ("c", 30), ("live", 1_000)] {
+        for (jti, exp) in [
+            ("a", 10),
+            ("b", 20),
+            ("c", 30),
+            ("skew", 90),
+            ("live", 1_000),
+        ] {
             store.revoke_jti(jti, exp).unwrap();
         }
         assert_eq!(store.purge_expired(100, 2).unwrap(), 2);
@@ -1466,6 +1522,15 @@ mod tests {
         assert_eq!(store.purge_expired(100, 2).unwrap(), 0);
         assert!(store.is_jti_revoked("live").unwrap());
         assert!(!store.is_jti_revoked("a").unwrap());
+        // Expired 10 s ago: a replica whose clock is behind may still accept the token.
+        assert!(store.is_jti_revoked("skew").unwrap());
+        assert_eq!(
+            store
+                .purge_expired(90 + crate::store::REVOCATION_SKEW_SECS + 1, 2)
+                .unwrap(),
+            1
+        );
+        assert!(!store.is_jti_revoked("skew").unwrap());
     }
 
     fn refresh(hash: &str, family: &str, session: &str, offline: bool, jti: &str) -> RefreshRecord {
@@ -1543,6 +1608,23 @@ mod tests {
         }
     }
 
+    /// Run `test` on a fresh, migrated SQLite store.
+    fn on_sqlite(test: impl FnOnce(&DbStore)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
+        store.migrate().unwrap();
+        test(&store);
+    }
+
+    /// Run `test` on a fresh, migrated PostgreSQL store (see [`with_postgres`]).
+    fn on_postgres(test: impl FnOnce(&DbStore) + std::panic::UnwindSafe) {
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            test(&store);
+        });
+    }
+
     /// The purge keeps what a replay or a family's end still needs: a used code while its
     /// refresh family lives, a refresh row while the access token issued with it lives.
     fn purge_keeps_what_replays_and_revocation_need(store: &DbStore) {
@@ -1608,18 +1690,211 @@ mod tests {
 
     #[test]
     fn purge_keeps_what_replays_and_revocation_need_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DbStore::open_single(DatabaseUrl::Sqlite(dir.path().join("t.db")));
-        store.migrate().unwrap();
-        purge_keeps_what_replays_and_revocation_need(&store);
+        on_sqlite(purge_keeps_what_replays_and_revocation_need);
     }
 
     #[test]
     fn purge_keeps_what_replays_and_revocation_need_on_postgres() {
+        on_postgres(purge_keeps_what_replays_and_revocation_need);
+    }
+
+    /// A session after a password opens only while that password is still the account's.
+    fn sessions_open_only_under_the_verified_password(store: &DbStore) {
+        store
+            .create_user(&User {
+                password_hash: Some("h1".into()),
+                ..user("u")
+            })
+            .unwrap();
+        let s = Session {
+            user_id: "u".into(),
+            auth_time: 10,
+            amr: vec!["pwd".into()],
+            expires_at: 1_000,
+        };
+        assert!(store.create_session("s1", &s, 10, Some("h1")).unwrap());
+        assert!(store.find_session("s1", 11, 100).unwrap().is_some());
+        store.set_password("u", "h2", 12).unwrap();
+        assert!(!store.create_session("s2", &s, 12, Some("h1")).unwrap());
+        assert!(store.find_session("s2", 13, 100).unwrap().is_none());
+        assert!(store.create_session("s3", &s, 12, Some("h2")).unwrap());
+        // No password involved (an upstream sign-in): no check.
+        assert!(store.create_session("s4", &s, 12, None).unwrap());
+        let gone = Session {
+            user_id: "nobody".into(),
+            ..s
+        };
+        assert!(!store.create_session("s5", &gone, 12, Some("h2")).unwrap());
+    }
+
+    #[test]
+    fn sessions_open_only_under_the_verified_password_on_sqlite() {
+        on_sqlite(sessions_open_only_under_the_verified_password);
+    }
+
+    #[test]
+    fn sessions_open_only_under_the_verified_password_on_postgres() {
+        on_postgres(sessions_open_only_under_the_verified_password);
+    }
+
+    /// A password reset commits while a sign-in with the old password opens its session: the
+    /// session waits for the reset and is refused, rather than slipping past its DELETE.
+    #[test]
+    fn a_reset_racing_a_sign_in_leaves_no_session_on_postgres() {
         with_postgres(|url| {
             let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
             store.migrate().unwrap();
-            purge_keeps_what_replays_and_revocation_need(&store);
+            store
+                .create_user(&User {
+                    password_hash: Some("old".into()),
+                    ..user("u")
+                })
+                .unwrap();
+            let mut reset = diesel::PgConnection::establish(url).unwrap();
+            reset
+                .batch_execute(
+                    "BEGIN; UPDATE users SET password_hash = 'new' WHERE id = 'u'; \
+                     DELETE FROM sessions WHERE user_id = 'u'",
+                )
+                .unwrap();
+            let racer = std::thread::spawn({
+                let store = store.clone();
+                move || {
+                    let s = Session {
+                        user_id: "u".into(),
+                        auth_time: 10,
+                        amr: vec!["pwd".into()],
+                        expires_at: 1_000,
+                    };
+                    store.create_session("late", &s, 10, Some("old")).unwrap()
+                }
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            reset.batch_execute("COMMIT").unwrap();
+            assert!(!racer.join().unwrap(), "the old password opened a session");
+            assert!(store.find_session("late", 11, 100).unwrap().is_none());
+        });
+    }
+
+    /// A logout on one replica while another redeems a code issued in that session: the
+    /// logout waits for the redemption and revokes the family it started (or spends the code
+    /// first), rather than listing the session's families before that one exists.
+    #[test]
+    fn a_logout_racing_a_code_redemption_ends_the_new_family_on_postgres() {
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            store.create_user(&user("u")).unwrap();
+            store
+                .save_code(&CodeRecord {
+                    code_hash: "k".into(),
+                    client_id: "c".into(),
+                    redirect_uri: "https://app.example/cb".into(),
+                    user_id: "u".into(),
+                    session_hash: "s".into(),
+                    scope: "openid".into(),
+                    nonce: None,
+                    code_challenge: None,
+                    auth_time: 1,
+                    amr: vec!["pwd".into()],
+                    expires_at: 70,
+                    consumed_at: None,
+                    access_jti: None,
+                    access_exp: None,
+                    refresh_family: None,
+                })
+                .unwrap();
+            let mut redeemer = diesel::PgConnection::establish(url).unwrap();
+            redeemer
+                .batch_execute(
+                    "BEGIN; UPDATE authorization_codes SET consumed_at = 60, access_jti = 'j1', \
+                     access_exp = 600, refresh_family = 'fam' \
+                     WHERE code_hash = 'k' AND consumed_at IS NULL; \
+                     INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, \
+                     session_hash, scope, offline, auth_time, amr, issued_at, expires_at, \
+                     revoked, access_jti, access_exp) VALUES ('r1', 'fam', 'c', 'u', 's', \
+                     'openid', false, 1, '[\"pwd\"]', 60, 1000, false, 'j1', 600)",
+                )
+                .unwrap();
+            let logout = std::thread::spawn({
+                let store = store.clone();
+                move || store.revoke_session_families("s", 100).unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            redeemer.batch_execute("COMMIT").unwrap();
+            assert_eq!(logout.join().unwrap(), 1, "the new family was missed");
+            assert!(store.find_refresh("r1").unwrap().unwrap().0.revoked);
+            assert!(store.is_jti_revoked("j1").unwrap());
+        });
+    }
+
+    /// "Forgot password" asked many times at once makes one link per cooldown; the operator's
+    /// command is not held back.
+    fn one_mailed_link_per_cooldown(store: &DbStore) {
+        use crate::store::ResetStore;
+        store.create_user(&user("u")).unwrap();
+        let made: Vec<bool> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..6)
+                .map(|i| {
+                    scope.spawn(move || {
+                        store
+                            .create_reset(&format!("h{i}"), "u", 1_000, 2_800, Some(700))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
+        assert!(!store
+            .create_reset("later", "u", 1_200, 3_000, Some(900))
+            .unwrap());
+        assert!(store.create_reset("op", "u", 1_200, 3_000, None).unwrap());
+        assert!(store
+            .create_reset("next", "u", 1_600, 3_400, Some(1_300))
+            .unwrap());
+        assert!(!store
+            .create_reset("x", "nobody", 1_600, 3_400, Some(1_300))
+            .unwrap());
+    }
+
+    #[test]
+    fn one_mailed_link_per_cooldown_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DbStore::with_pool_size(DatabaseUrl::Sqlite(dir.path().join("t.db")), 4, 0);
+        store.migrate().unwrap();
+        one_mailed_link_per_cooldown(&store);
+    }
+
+    #[test]
+    fn one_mailed_link_per_cooldown_on_postgres() {
+        use crate::store::ResetStore;
+        with_postgres(|url| {
+            let store = DbStore::with_pool_size(DatabaseUrl::Postgres(url.into()), 4, 0);
+            store.migrate().unwrap();
+            one_mailed_link_per_cooldown(&store);
+            // Another replica between its check and its commit: this one waits, then sees its
+            // link (READ COMMITTED alone would see none and make a second).
+            store.create_user(&user("v")).unwrap();
+            let mut other = diesel::PgConnection::establish(url).unwrap();
+            other
+                .batch_execute(
+                    "BEGIN; UPDATE users SET id = id WHERE id = 'v'; \
+                     INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) \
+                     VALUES ('theirs', 'v', 1000, 2800)",
+                )
+                .unwrap();
+            let racer = std::thread::spawn({
+                let store = store.clone();
+                move || {
+                    store
+                        .create_reset("ours", "v", 1_000, 2_800, Some(700))
+                        .unwrap()
+                }
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            other.batch_execute("COMMIT").unwrap();
+            assert!(!racer.join().unwrap(), "a second link within the cooldown");
         });
     }
 

@@ -77,7 +77,7 @@ impl Maintenance for MemoryStore {
         let expired: Vec<String> = inner
             .revoked
             .iter()
-            .filter(|(_, exp)| **exp < now)
+            .filter(|(_, exp)| **exp < now - super::REVOCATION_SKEW_SECS)
             .map(|(j, _)| j.clone())
             .take(usize::try_from(batch).unwrap_or(0))
             .collect();

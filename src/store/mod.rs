@@ -61,6 +61,10 @@ pub trait RevocationStore: Send + Sync {
     fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
 }
 
+/// A revoked `jti` is kept this long past its token's expiry before it is purged: another
+/// replica whose clock is behind by up to this much still accepts the token until then.
+pub const REVOCATION_SKEW_SECS: UnixTime = 60;
+
 /// Operations on the store as a whole.
 pub trait Maintenance: Send + Sync {
     /// Cheap round trip: is the database reachable?
@@ -81,8 +85,10 @@ pub trait UserStore: Send + Sync {
     fn list_users(&self) -> StoreResult<Vec<User>>;
     /// Remove a user with their sessions and consents; whether they existed.
     fn delete_user(&self, id: &str) -> StoreResult<bool>;
-    /// Replace the password hash; whether the user exists.
-    fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool>;
+    /// Replace the password hash and end what the old one opened, as a reset does: sessions,
+    /// second-factor steps, unredeemed codes, refresh tokens, live access tokens, reset links.
+    /// Whether the user exists.
+    fn set_password(&self, id: &str, hash: &str, now: UnixTime) -> StoreResult<bool>;
     /// Replace the user's roles. Whether the user exists.
     fn set_roles(&self, id: &str, roles: &[String]) -> StoreResult<bool>;
     /// Lock or unlock; unlocking also ends a lockout. Whether the user exists.
@@ -127,8 +133,16 @@ pub struct Session {
 
 /// Browser sessions, keyed by the SHA-256 of the cookie.
 pub trait SessionStore: Send + Sync {
-    /// Record a new session.
-    fn create_session(&self, id_hash: &str, session: &Session, now: UnixTime) -> StoreResult<()>;
+    /// Record a new session. With `password`, the hash a sign-in just verified, only while it is
+    /// still the user's (false otherwise, nothing written): a password reset committing during
+    /// the check must not be outlived by a session the old password opened.
+    fn create_session(
+        &self,
+        id_hash: &str,
+        session: &Session,
+        now: UnixTime,
+        password: Option<&str>,
+    ) -> StoreResult<bool>;
     /// A live session (not past its absolute expiry, used within `idle_secs`); marks it used.
     fn find_session(
         &self,
@@ -291,10 +305,12 @@ pub trait RefreshStore: Send + Sync {
     /// Revoke every token of a family and, in the same transaction, every access token issued
     /// from it that has not expired. Idempotent.
     fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;
-    /// Revoke the families issued in a session without `offline_access` (at logout); how many.
+    /// Revoke the families issued in a session without `offline_access` (at logout), and spend
+    /// the codes issued in it that are not yet redeemed; how many families.
     fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize>;
-    /// The same person signed in again in the same browser: the families of the old session
-    /// belong to the new one (so that its logout ends them). How many tokens moved.
+    /// The same person signed in again in the same browser: the families and unredeemed codes
+    /// of the old session belong to the new one (so that its logout ends them). How many
+    /// tokens moved.
     fn move_session_families(&self, old_hash: &str, new_hash: &str) -> StoreResult<usize>;
 }
 
@@ -504,18 +520,19 @@ pub struct ResetRecord {
 
 /// Password resets.
 pub trait ResetStore: Send + Sync {
-    /// Record a new link.
+    /// Record a new link. With `quiet_since`, only if no link was made for the user at or after
+    /// then, decided under a lock on the user's row (parallel requests make one link). Whether
+    /// it was recorded.
     fn create_reset(
         &self,
         token_hash: &str,
         user_id: &str,
         now: UnixTime,
         expires_at: UnixTime,
-    ) -> StoreResult<()>;
+        quiet_since: Option<UnixTime>,
+    ) -> StoreResult<bool>;
     /// A link by its hash.
     fn find_reset(&self, token_hash: &str) -> StoreResult<Option<ResetRecord>>;
-    /// Whether a link was made for `user_id` at or after `since`.
-    fn reset_created_since(&self, user_id: &str, since: UnixTime) -> StoreResult<bool>;
     /// In one transaction: use the link (once, before expiry), set the password hash, delete
     /// the user's sessions and pending second-factor steps, spend their unredeemed codes and
     /// revoke their refresh-token families with the access tokens issued from them (a lockout
