@@ -18,11 +18,12 @@ pub const CONFIG_ENV: &str = "PORTCULLIS_CONFIG";
 const ENV_PREFIX: &str = "PORTCULLIS_";
 /// The top-level keys; other `PORTCULLIS_*` variables are not ours (Kubernetes, for one, sets
 /// `{SERVICE}_PORT`, `{SERVICE}_SERVICE_HOST` and more for a service of that name).
-const TOP_LEVEL: [&str; 8] = [
+const TOP_LEVEL: [&str; 9] = [
     "issuer",
     "bind",
     "database_url",
     "keys_dir",
+    "metrics_token",
     "tokens",
     "login",
     "upstream",
@@ -30,7 +31,8 @@ const TOP_LEVEL: [&str; 8] = [
 ];
 /// Settings that are text however they look: figment reads `12345678` or `true` from the
 /// environment as a number or a boolean, which a text field refuses (quoting the secret).
-const TEXT_SETTINGS: [&str; 7] = [
+const TEXT_SETTINGS: [&str; 8] = [
+    "metrics_token",
     "smtp.username",
     "smtp.password",
     "login.totp_encryption_key",
@@ -52,6 +54,9 @@ pub struct Config {
     pub database_url: String,
     /// Folder of signing keys (PEM), shared by replicas.
     pub keys_dir: PathBuf,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (Prometheus'
+    /// `authorization` / `bearer_token` scrape setting); unset, it answers whoever reaches it.
+    pub metrics_token: Option<String>,
     /// Token lifetimes and algorithms.
     pub tokens: TokenConfig,
     /// Sign-in policy.
@@ -69,6 +74,7 @@ impl Default for Config {
             bind: "127.0.0.1:8080".into(),
             database_url: "sqlite://portcullis.db".into(),
             keys_dir: PathBuf::from("keys"),
+            metrics_token: None,
             tokens: TokenConfig::default(),
             login: LoginConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -319,6 +325,14 @@ impl Config {
             ))
         })?;
         self.database()?;
+        if let Some(token) = &self.metrics_token {
+            let printable = token.bytes().all(|b| b.is_ascii_graphic());
+            if token.len() < 16 || !printable {
+                return Err(ConfigError(
+                    "metrics_token: must be at least 16 printable characters without spaces".into(),
+                ));
+            }
+        }
         let t = &self.tokens;
         for (key, v) in [
             ("tokens.access_token_ttl_secs", t.access_token_ttl_secs),
@@ -495,6 +509,7 @@ mod tests {
                 password: String::new(),
                 from: "a@example.com".into(),
             }),
+            metrics_token: Some("a-token-for-metrics".into()),
             ..Config::default()
         };
         let value = serde_json::to_value(&config).unwrap();
@@ -509,9 +524,9 @@ mod tests {
         listed.sort_unstable();
         assert_eq!(keys, listed, "TOP_LEVEL must list every top-level key");
         for key in TEXT_SETTINGS {
-            let (section, field) = key.rsplit_once('.').unwrap();
+            let (section, field) = key.rsplit_once('.').unwrap_or(("", key));
             let mut at = &value;
-            for part in section.split('.') {
+            for part in section.split('.').filter(|p| !p.is_empty()) {
                 at = &at[part];
             }
             // Upstream sections are absent by default: their struct's fields are checked by name.

@@ -226,6 +226,49 @@ fn key_rotation_is_picked_up_by_a_running_server(b: Backend) {
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
 
+/// With `metrics_token` set, `/metrics` answers only that bearer token; the health endpoints
+/// stay open. A short token is refused at start.
+fn metrics_behind_a_bearer_token(b: Backend) {
+    const TOKEN: &str = "scrape-0123456789abcdef";
+    let s = crate::common::ServerBuilder::new(b)
+        .env("PORTCULLIS_METRICS_TOKEN", TOKEN)
+        .start();
+    let scrape = |auth: Option<&str>| {
+        let mut r = crate::common::agent().get(&s.url("/metrics"));
+        if let Some(a) = auth {
+            r = r.set("Authorization", a);
+        }
+        crate::common::Resp::from(r.call())
+    };
+    let open = scrape(None);
+    assert_eq!(open.status, 401, "{}", open.body);
+    assert_eq!(
+        open.header("www-authenticate"),
+        Some(r#"Bearer realm="metrics""#)
+    );
+    assert_eq!(scrape(Some("Bearer scrape-0123456789abcdeX")).status, 401);
+    assert_eq!(scrape(Some(&format!("Basic {TOKEN}"))).status, 401);
+    let ok = scrape(Some(&format!("Bearer {TOKEN}")));
+    assert_eq!(ok.status, 200);
+    assert!(
+        ok.body.contains("portcullis_http_requests_total"),
+        "{}",
+        ok.body
+    );
+    assert_eq!(s.get("/healthz").status, 200);
+    assert!(!s.logs().contains(TOKEN), "metrics token logged");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["migrate"])
+        .current_dir(dir.path())
+        .env("PORTCULLIS_METRICS_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metrics_token"));
+}
+
 fn operational_endpoints(b: Backend) {
     let s = Server::start(b);
     assert_eq!(s.get("/healthz").status, 200);
@@ -311,6 +354,7 @@ fn database_outage_gives_503_and_recovers() {
 }
 
 both_backends!(
+    metrics_behind_a_bearer_token,
     discovery_documents,
     jwks_publishes_public_keys_only,
     key_rotation_is_picked_up_by_a_running_server,

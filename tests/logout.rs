@@ -355,8 +355,8 @@ fn signing_in_again_after_an_idle_session_keeps_the_tokens(b: Backend) {
 }
 
 /// A session gone idle, or whose user an operator locked, no longer signs anyone in, but the
-/// refresh tokens issued in it live on: signing out of it ends them, with a hint or after the
-/// confirmation page (which may go idle while it is shown).
+/// refresh tokens issued in it live on: signing out of it ends them, by the rules for a live
+/// one (a hint naming it, or the confirmation page, which may go idle while it is shown).
 fn signing_out_of_an_idle_or_locked_session_ends_its_tokens(b: Backend) {
     let s = Server::start(b);
     let (id, secret) = rp_client(&s, "Notes");
@@ -374,6 +374,12 @@ fn signing_out_of_an_idle_or_locked_session_ends_its_tokens(b: Backend) {
     let mut browser = Browser::new(&s);
     let t = tokens(&s, &mut browser, c, "ida", "openid notes:read");
     idle("ida");
+    // Without a hint the person is asked, idle or not: another site sending the browser here
+    // ends nothing.
+    let ask = browser.get("/logout");
+    assert!(ask.body.contains("Sign out?"), "{}", ask.body);
+    let still = crate::refresh::introspect(&s, c, &rt(&t), "refresh_token");
+    assert_eq!(still["active"], true, "{still}");
     let hint = t["id_token"].as_str().unwrap();
     let done = browser.get(&format!("/logout?{}", q(&[("id_token_hint", hint)])));
     assert!(done.body.contains("You have signed out"), "{}", done.body);

@@ -540,27 +540,7 @@ pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
         .iter()
         .find(|k| k.kid == kid)
         .ok_or_else(|| KeyError::UnknownKid(kid.to_owned()))?;
-    let last = key.retired_at.is_none()
-        && !set
-            .keys
-            .iter()
-            .any(|k| k.alg == key.alg && k.kid != key.kid && k.retired_at.is_none());
-    let retired_at = match key.retired_at {
-        Some(t) => t,
-        None if last => {
-            generate(dir, key.alg, now)?;
-            now + PUBLISH_BEFORE_SIGN_SECS
-        }
-        None => now,
-    };
-    let meta = KeyMeta {
-        alg: key.alg,
-        created_at: key.created_at,
-        retired_at: Some(retired_at),
-    };
     let path = dir.join(format!("{kid}.pem"));
-    let meta_json =
-        serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
     if !path.exists() {
         // The key was loaded from a file with another name; find it to place the sidecar.
         return Err(KeyError::BadKey {
@@ -568,6 +548,29 @@ pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
             why: "key files must be named {kid}.pem to be retired".into(),
         });
     }
+    // Whichever key takes over must have been published for PUBLISH_BEFORE_SIGN_SECS: the
+    // retired key signs on until the first of the others may.
+    let takes_over = set
+        .keys
+        .iter()
+        .filter(|k| k.alg == key.alg && k.kid != key.kid && k.retired_at.is_none())
+        .map(signs_from)
+        .min();
+    let retired_at = match (key.retired_at, takes_over) {
+        (Some(t), _) => t,
+        (None, Some(t)) => t.max(now),
+        (None, None) => {
+            generate(dir, key.alg, now)?;
+            now + PUBLISH_BEFORE_SIGN_SECS
+        }
+    };
+    let meta = KeyMeta {
+        alg: key.alg,
+        created_at: key.created_at,
+        retired_at: Some(retired_at),
+    };
+    let meta_json =
+        serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
     write_private(&meta_path(&path), &meta_json)?;
     Ok(())
 }
@@ -654,17 +657,20 @@ mod tests {
             after(2_011).signing_key(SigningAlg::ES256).unwrap().kid,
             third
         );
-        // Two young keys: the older signs. Retiring the mature key leaves the young one to sign
-        // at once: never no signer.
+        // Retiring the mature key while the others are young: it signs on until the first of
+        // them has been published for 10 s, then that one signs.
         retire(dir.path(), &old, 2_004).unwrap();
-        assert_eq!(
-            KeySet::load_at(dir.path(), 600, 2_004)
+        let signer_at = |now| {
+            KeySet::load_at(dir.path(), 600, now)
                 .unwrap()
                 .signing_key(SigningAlg::ES256)
                 .unwrap()
-                .kid,
-            new
-        );
+                .kid
+                .clone()
+        };
+        assert_eq!(signer_at(2_004), old);
+        assert_eq!(signer_at(2_009), old);
+        assert_eq!(signer_at(2_010), new);
     }
 
     #[test]
@@ -705,6 +711,20 @@ mod tests {
         // Retiring it again changes nothing; the successor is not the last key any more.
         retire(dir.path(), &old, 2_020).unwrap();
         assert_eq!(at(2_020).list(2_020).len(), 3);
+
+        // A key that cannot be retired (its file is not named after its kid) gets no successor.
+        let rs = at(2_030)
+            .signing_key(SigningAlg::RS256)
+            .unwrap()
+            .kid
+            .clone();
+        fs::rename(
+            dir.path().join(format!("{rs}.pem")),
+            dir.path().join("renamed.pem"),
+        )
+        .unwrap();
+        assert!(retire(dir.path(), &rs, 2_030).is_err());
+        assert_eq!(at(2_030).list(2_030).len(), 3, "nothing generated");
     }
 
     #[test]

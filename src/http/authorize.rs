@@ -740,7 +740,11 @@ pub(super) async fn start_session(
         if let Some(old) = old {
             // The refresh tokens of the old session follow the same person to the new one, even
             // when it has gone idle; someone else's end with the session they were issued in.
-            if st.store.session_owner(&old)?.as_deref() == Some(s.user_id.as_str()) {
+            if st
+                .store
+                .session_owner(&old)?
+                .is_some_and(|(owner, _)| owner == s.user_id)
+            {
                 st.store.move_session_families(&old, &h)?;
             } else {
                 st.store.revoke_session_families(&old, now)?;

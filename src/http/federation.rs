@@ -650,12 +650,13 @@ pub async fn link(
         Err(resp) => return resp,
     };
     let (st, l, uid) = (state.clone(), link.clone(), user.id.clone());
+    let checked = user.password_hash.clone().unwrap_or_default();
     let linked = web::block(move || -> Result<bool, crate::store::StoreError> {
         if !st.store.delete_pending_link(&l.link_hash)? {
             return Ok(false);
         }
         st.store
-            .link_identity(&l.provider, &l.subject, &l.issuer, &uid, now)
+            .link_identity(&l.provider, &l.subject, &l.issuer, &uid, &checked, now)
     })
     .await;
     match stored(linked) {

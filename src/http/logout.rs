@@ -7,14 +7,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::authorize::{
-    current_session, load_client, page_params, see_other, stored, with_csrf_cookie,
-};
+use super::authorize::{load_client, page_params, see_other, stored, with_csrf_cookie};
 use super::pages::{self, error_page, page, render, Csrf};
 use super::AppState;
+use crate::clock::UnixTime;
 use crate::crypto::opaque;
 use crate::oauth::logout::{LogoutRequest, CARRIED};
 use crate::oauth::request::Params;
+use crate::oauth::user::User;
 
 #[derive(Template)]
 #[template(path = "logout.html")]
@@ -66,7 +66,7 @@ async fn end_session(
     let st = state.clone();
     let now = state.clock.now();
     let ended = web::block(move || -> Result<_, crate::store::StoreError> {
-        let who = st.store.session_owner(&hash)?;
+        let who = st.store.session_owner(&hash)?.map(|(user_id, _)| user_id);
         let revoked = st.store.revoke_session_families(&hash, now)?;
         st.store.delete_session(&hash)?;
         Ok((who, revoked))
@@ -87,6 +87,27 @@ async fn end_session(
 /// The hash of the session cookie this browser sent, if any.
 fn session_cookie_hash(state: &AppState, req: &HttpRequest) -> Option<String> {
     pages::read_cookie(req, &state.config, "session").map(|c| opaque::hash_secret(&c))
+}
+
+/// The session this browser's cookie names (its hash, sign-in time and user), live or not: one
+/// gone idle, or whose user an operator locked, signs nobody in but still holds the refresh
+/// tokens issued in it, so signing out ends it too, by the same rules as a live one.
+async fn cookie_session(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+) -> Result<Option<(String, UnixTime, User)>, HttpResponse> {
+    let Some(hash) = session_cookie_hash(state, req) else {
+        return Ok(None);
+    };
+    let st = state.clone();
+    let found = web::block(move || -> Result<_, crate::store::StoreError> {
+        let Some((user_id, auth_time)) = st.store.session_owner(&hash)? else {
+            return Ok(None);
+        };
+        Ok(st.store.find_user(&user_id)?.map(|u| (hash, auth_time, u)))
+    })
+    .await;
+    stored(found)
 }
 
 /// Redirect to `target`, or show our own page; with `signed_out`, the session cookie goes.
@@ -133,21 +154,14 @@ pub async fn end_session_endpoint(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let session = match current_session(&state, &req).await {
+    let session = match cookie_session(&state, &req).await {
         Ok(s) => s,
         Err(resp) => return resp,
     };
-    let Some((hash, session, user)) = session else {
-        // A session gone idle, or whose user an operator locked, signs nobody in but still holds
-        // the refresh tokens issued in it: they end with it, as the page says.
-        if let Some(hash) = session_cookie_hash(&state, &req) {
-            if let Err(resp) = end_session(&state, &req, hash).await {
-                return resp;
-            }
-        }
+    let Some((hash, auth_time, user)) = session else {
         return finish(&state, target, true);
     };
-    if request.names(&user.id, session.auth_time) {
+    if request.names(&user.id, auth_time) {
         if let Err(resp) = end_session(&state, &req, hash).await {
             return resp;
         }

@@ -22,7 +22,12 @@ pub(crate) fn client_holds<S: ClientStore + ?Sized>(
 ) -> StoreResult<bool> {
     Ok(store
         .find_client(&claims.client_id)?
-        .is_some_and(|c| c.created_at <= claims.iat.saturating_add(REGISTRATION_SKEW_SECS)))
+        .is_some_and(|c| registered_by(&c, claims)))
+}
+
+/// Whether `client` was registered by the time `claims` say their token was issued.
+fn registered_by(client: &Client, claims: &AccessTokenClaims) -> bool {
+    client.created_at <= claims.iat.saturating_add(REGISTRATION_SKEW_SECS)
 }
 
 /// The response: `{"active": false}` or the token's claims with `active: true`.
@@ -143,7 +148,13 @@ pub fn introspect<S: TokenStore + UserStore + ClientStore + ?Sized>(
         if caller.is_public() && claims.client_id != caller.client_id {
             return Ok(IntrospectionResponse::inactive());
         }
-        if store.is_jti_revoked(&claims.jti)? || !client_holds(store, &claims)? {
+        // The caller was just loaded: when the token is its own, that is the lookup.
+        let holds = if claims.client_id == caller.client_id {
+            registered_by(caller, &claims)
+        } else {
+            client_holds(store, &claims)?
+        };
+        if !holds || store.is_jti_revoked(&claims.jti)? {
             return Ok(IntrospectionResponse::inactive());
         }
         // A person's token ends with an operator's lock or the account's deletion, as at

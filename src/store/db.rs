@@ -833,10 +833,10 @@ impl SessionStore for DbStore {
         }))
     }
 
-    fn session_owner(&self, id_hash: &str) -> StoreResult<Option<String>> {
+    fn session_owner(&self, id_hash: &str) -> StoreResult<Option<(String, UnixTime)>> {
         sessions::table
             .find(id_hash)
-            .select(sessions::user_id)
+            .select((sessions::user_id, sessions::auth_time))
             .first(&mut *self.conn()?)
             .optional()
             .map_err(db_err)
@@ -964,7 +964,19 @@ impl CodeStore for DbStore {
             .execute(c)?;
             if n == 1 {
                 if let Some(r) = refresh {
-                    insert_refresh(c, r)?;
+                    // The code's session as of now: a sign-in again in the same browser may have
+                    // moved it since the code was read, and the family belongs where it went.
+                    let session_hash: String = authorization_codes::table
+                        .find(code_hash)
+                        .select(t::session_hash)
+                        .first(c)?;
+                    insert_refresh(
+                        c,
+                        &RefreshRecord {
+                            session_hash,
+                            ..r.clone()
+                        },
+                    )?;
                 }
             }
             Ok(n == 1)
@@ -1737,6 +1749,44 @@ mod tests {
         on_postgres(sessions_open_only_under_the_verified_password);
     }
 
+    /// Linking an upstream identity holds only under the password the linking page checked.
+    fn links_only_under_the_checked_password(store: &DbStore) {
+        use crate::store::FederationStore;
+        store
+            .create_user(&User {
+                password_hash: Some("h1".into()),
+                ..user("u")
+            })
+            .unwrap();
+        let link = |subject: &str, password: &str| {
+            store
+                .link_identity(
+                    "google",
+                    subject,
+                    "https://accounts.google.com",
+                    "u",
+                    password,
+                    5,
+                )
+                .unwrap()
+        };
+        assert!(!link("1", "h0"), "the password changed since the check");
+        assert!(link("1", "h1"));
+        assert!(!link("1", "h1"), "already linked");
+        assert!(store.find_identity("google", "1").unwrap().is_some());
+        assert!(store.find_identity("google", "2").unwrap().is_none());
+    }
+
+    #[test]
+    fn links_only_under_the_checked_password_on_sqlite() {
+        on_sqlite(links_only_under_the_checked_password);
+    }
+
+    #[test]
+    fn links_only_under_the_checked_password_on_postgres() {
+        on_postgres(links_only_under_the_checked_password);
+    }
+
     /// A password reset commits while a sign-in with the old password opens its session: the
     /// session waits for the reset and is refused, rather than slipping past its DELETE.
     #[test]
@@ -1825,6 +1875,38 @@ mod tests {
             assert_eq!(logout.join().unwrap(), 1, "the new family was missed");
             assert!(store.find_refresh("r1").unwrap().unwrap().0.revoked);
             assert!(store.is_jti_revoked("j1").unwrap());
+        });
+    }
+
+    /// `user set-password` (users row, then the person's links) while the person submits a
+    /// reset link: both take the users row first, so one waits for the other instead of
+    /// deadlocking; the link, spent by the new password, then changes nothing.
+    #[test]
+    fn set_password_and_a_reset_do_not_deadlock_on_postgres() {
+        use crate::store::ResetStore;
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            store.create_user(&user("u")).unwrap();
+            assert!(store.create_reset("link", "u", 1_000, 2_800, None).unwrap());
+            let mut operator = diesel::PgConnection::establish(url).unwrap();
+            operator
+                .batch_execute("BEGIN; UPDATE users SET password_hash = 'op' WHERE id = 'u'")
+                .unwrap();
+            let person = std::thread::spawn({
+                let store = store.clone();
+                move || store.complete_reset("link", "mine", 1_001).unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            operator
+                .batch_execute(
+                    "UPDATE password_resets SET used_at = 1001 \
+                     WHERE user_id = 'u' AND used_at IS NULL; COMMIT",
+                )
+                .expect("no deadlock");
+            assert_eq!(person.join().unwrap(), None, "the link was spent");
+            let hash = store.find_user("u").unwrap().unwrap().password_hash;
+            assert_eq!(hash.as_deref(), Some("op"));
         });
     }
 

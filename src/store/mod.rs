@@ -152,8 +152,9 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Option<Session>>;
     /// End a session.
     fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
-    /// Whose session `id_hash` is, live or not (until it is purged).
-    fn session_owner(&self, id_hash: &str) -> StoreResult<Option<String>>;
+    /// Whose session `id_hash` is and when they signed in, live or not (until it is purged);
+    /// marks nothing used.
+    fn session_owner(&self, id_hash: &str) -> StoreResult<Option<(String, UnixTime)>>;
     /// End every session of `user_id` but `keep` (a hash), and with each the refresh-token
     /// families issued in it without `offline_access`, as at logout; how many sessions ended.
     fn delete_user_sessions(
@@ -421,13 +422,16 @@ pub trait FederationStore: Send + Sync {
         subject: &str,
         issuer: &str,
     ) -> StoreResult<FederatedUser>;
-    /// Map an upstream identity to an existing user; false if it maps to someone already.
+    /// Map an upstream identity to an existing user whose password hash is still `password`
+    /// (the one the linking page checked); false if it maps to someone already or the password
+    /// changed meanwhile.
     fn link_identity(
         &self,
         provider: &str,
         subject: &str,
         issuer: &str,
         user_id: &str,
+        password: &str,
         now: UnixTime,
     ) -> StoreResult<bool>;
     /// Local accounts (not federated ones) with a password whose email is `email` (ASCII

@@ -180,22 +180,39 @@ impl FederationStore for DbStore {
         subject: &str,
         issuer: &str,
         user_id: &str,
+        password: &str,
         now: UnixTime,
     ) -> StoreResult<bool> {
-        let inserted = diesel::insert_into(user_identities::table)
-            .values((
-                user_identities::provider.eq(provider),
-                user_identities::subject.eq(subject),
-                user_identities::issuer.eq(issuer),
-                user_identities::user_id.eq(user_id),
-                user_identities::created_at.eq(now),
-            ))
-            .execute(&mut *self.conn()?)
+        let linked = self
+            .conn()?
+            .transaction(|c| {
+                // Held under the password that was checked, as for a session: a reset
+                // committing meanwhile is waited for and then refuses the link.
+                let held = diesel::update(
+                    users::table
+                        .find(user_id)
+                        .filter(users::password_hash.eq(password)),
+                )
+                .set(users::id.eq(users::id))
+                .execute(c)?;
+                if held == 0 {
+                    return Ok(false);
+                }
+                diesel::insert_into(user_identities::table)
+                    .values((
+                        user_identities::provider.eq(provider),
+                        user_identities::subject.eq(subject),
+                        user_identities::issuer.eq(issuer),
+                        user_identities::user_id.eq(user_id),
+                        user_identities::created_at.eq(now),
+                    ))
+                    .execute(c)?;
+                Ok(true)
+            })
             .map_err(db_err);
-        match inserted {
-            Ok(_) => Ok(true),
+        match linked {
             Err(StoreError::Conflict) => Ok(false),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 

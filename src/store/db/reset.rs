@@ -79,6 +79,18 @@ impl ResetStore for DbStore {
     ) -> StoreResult<Option<String>> {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
+            // The user's row first, then the link, as everywhere (`user set-password` and a
+            // second link of the same person lock in that order too: no deadlock). A write
+            // first, so that SQLite takes its write lock before reading anything.
+            let held = Prepared::<HoldLinkUser>::fixed(vec![Bind::Text(token_hash)]).execute(c)?;
+            let Some(user_id) = password_resets::table
+                .find(token_hash)
+                .select(password_resets::user_id)
+                .first::<String>(c)
+                .optional()?
+            else {
+                return Ok(None);
+            };
             // The conditional UPDATE makes the link single-use, even under parallel posts.
             let used = diesel::update(
                 password_resets::table
@@ -88,13 +100,9 @@ impl ResetStore for DbStore {
             )
             .set(password_resets::used_at.eq(Some(now)))
             .execute(c)?;
-            if used == 0 {
+            if held == 0 || used == 0 {
                 return Ok(None);
             }
-            let user_id: String = password_resets::table
-                .find(token_hash)
-                .select(password_resets::user_id)
-                .first(c)?;
             if !replace_password_in(c, &user_id, password_hash, now)? {
                 return Ok(None);
             }
@@ -103,6 +111,13 @@ impl ResetStore for DbStore {
         .map_err(db_err)
     }
 }
+
+fixed_sql!(
+    /// Hold (no-op UPDATE) the row of the user a reset link belongs to.
+    HoldLinkUser,
+    "UPDATE users SET id = id \
+     WHERE id = (SELECT user_id FROM password_resets WHERE token_hash = $1)"
+);
 
 fixed_sql!(
     /// Deny-list the live access tokens a person's codes issued (those of clients without
