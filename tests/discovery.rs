@@ -38,7 +38,7 @@ fn discovery_documents(b: Backend) {
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
     assert_eq!(
         d["prompt_values_supported"],
-        serde_json::json!(["none", "login", "consent"])
+        serde_json::json!(["none", "login", "consent", "select_account"])
     );
     assert!(d["scopes_supported"]
         .as_array()

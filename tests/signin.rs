@@ -445,6 +445,8 @@ fn untrusted_requests_never_redirect(b: Backend) {
         (("request", "eyJ"), "request_not_supported"),
         (("prompt", "none"), "login_required"),
         (("max_age", "soon"), "invalid_request"),
+        (("response_mode", "fragment"), "invalid_request"),
+        (("response_mode", "form_post"), "invalid_request"),
     ] {
         let p = auth_params(&id, "openid", &[extra]);
         let r = browser.get(&format!("/authorize?{}", query(&p)));
@@ -453,6 +455,52 @@ fn untrusted_requests_never_redirect(b: Backend) {
         assert_eq!(q.get("error").map(String::as_str), Some(code), "{extra:?}");
         assert_eq!(q.get("state").map(String::as_str), Some("st-123"));
         assert_eq!(q.get("iss"), Some(&s.base));
+    }
+}
+
+/// A redirect URI registered on a loopback IP matches on any port (RFC 8252 7.3, native apps);
+/// the code is then bound to the URI as requested.
+fn loopback_redirect_uris_match_on_any_port(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "lou", &[]);
+    let (id, secret) = s.client(&[
+        "--name",
+        "Desktop",
+        "--redirect-uri",
+        "http://127.0.0.1/callback",
+        "--grant-type",
+        "authorization_code",
+    ]);
+    const AT_PORT: &str = "http://127.0.0.1:53219/callback";
+    let mut browser = Browser::new(&s);
+    let params = auth_params(&id, "openid", &[("redirect_uri", AT_PORT)]);
+    let back = browser.get(&format!("/authorize?{}", query(&params)));
+    assert_eq!(back.status, 200, "{}", back.body);
+    let code = sign_in(&mut browser, &params, "lou", true)["code"].clone();
+    let redeem_at = |uri: &str| {
+        s.post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", uri),
+                ("code_verifier", VERIFIER),
+            ],
+            Some((&id, &secret)),
+        )
+    };
+    redeem_at("http://127.0.0.1:1/callback").assert_error(400, "invalid_grant");
+    let t = redeem_at(AT_PORT);
+    assert_eq!(t.status, 200, "{}", t.body);
+    // Only the port is free: another path, or localhost, is not registered.
+    for other in [
+        "http://127.0.0.1:53219/callback/x",
+        "http://localhost:53219/callback",
+    ] {
+        let p = auth_params(&id, "openid", &[("redirect_uri", other)]);
+        let r = browser.get(&format!("/authorize?{}", query(&p)));
+        assert_eq!(r.status, 400, "{other}");
+        assert!(r.header("location").is_none(), "{other}");
     }
 }
 
@@ -658,7 +706,11 @@ fn prompt_login_max_age_and_deny(b: Backend) {
     );
     std::thread::sleep(std::time::Duration::from_millis(1100));
     // max_age=0 and prompt=login force a new sign-in with a later auth_time.
-    for extra in [("max_age", "0"), ("prompt", "login")] {
+    for extra in [
+        ("max_age", "0"),
+        ("prompt", "login"),
+        ("prompt", "select_account"),
+    ] {
         let p = auth_params(&id, "openid", &[extra]);
         let page = browser.get(&format!("/authorize?{}", query(&p)));
         assert_eq!(page.status, 200, "{extra:?}");
@@ -789,6 +841,7 @@ fn userinfo_releases_claims_by_scope(b: Backend) {
 }
 
 both_backends!(
+    loopback_redirect_uris_match_on_any_port,
     userinfo_releases_claims_by_scope,
     failed_sign_ins_are_limited_per_address,
     full_flow_with_id_token_and_userinfo,

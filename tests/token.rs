@@ -128,7 +128,7 @@ fn client_secret_post_and_method_pinning(b: Backend) {
     assert!(basic
         .header("www-authenticate")
         .is_some_and(|h| h.starts_with("Basic")));
-    // Without Basic there is no WWW-Authenticate challenge for the wrong secret.
+    // Without Basic too, a 401 carries a challenge (RFC 9110 15.5.2).
     let wrong = s.post_form(
         "/token",
         &[
@@ -139,7 +139,9 @@ fn client_secret_post_and_method_pinning(b: Backend) {
         None,
     );
     wrong.assert_error(401, "invalid_client");
-    assert!(wrong.header("www-authenticate").is_none());
+    assert!(wrong
+        .header("www-authenticate")
+        .is_some_and(|h| h.starts_with("Basic")));
 }
 
 fn client_authentication_failures(b: Backend) {

@@ -5,7 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::oauth::error::OAuthError;
+use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::store::StoreError;
 
 /// An API error response.
@@ -76,7 +76,8 @@ impl ResponseError for ApiError {
         );
         let mut resp = HttpResponse::build(status);
         resp.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-        if status == StatusCode::UNAUTHORIZED && self.error.used_basic {
+        // RFC 9110 15.5.2: every 401 carries a challenge, however the client authenticated.
+        if status == StatusCode::UNAUTHORIZED && self.error.code == ErrorCode::InvalidClient {
             resp.insert_header((
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"portcullis\", charset=\"UTF-8\""),

@@ -84,9 +84,17 @@ impl AuthorizationRequest {
                 "The application is not registered here.".into(),
             ));
         };
-        // RFC 9700 2.1: exact string match against a registered URI; OIDC makes it required.
+        // RFC 9700 2.1: exact string match against a registered URI (OIDC makes it required),
+        // but for the port of a loopback IP address (RFC 8252 7.3).
         let redirect_uri = match params.get("redirect_uri") {
-            Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_owned(),
+            Some(uri)
+                if client
+                    .redirect_uris
+                    .iter()
+                    .any(|r| redirect_matches(r, uri)) =>
+            {
+                uri.to_owned()
+            }
             Some(_) => {
                 return Err(AuthorizeError::Page(
                     "The redirect URI is not registered for this application.".into(),
@@ -104,6 +112,14 @@ impl AuthorizationRequest {
             error: OAuthError::new(code, why),
             state: state.clone(),
         };
+        // The code goes back in the query only (OAuth 2.0 Multiple Response Type Encoding
+        // Practices 2.1): a client asking for another mode is told so, not answered in the query.
+        if params.get("response_mode").is_some_and(|m| m != "query") {
+            return Err(fail(
+                ErrorCode::InvalidRequest,
+                "only response_mode=query is supported",
+            ));
+        }
         if params.get("request").is_some() {
             return Err(fail(
                 ErrorCode::RequestNotSupported,
@@ -214,7 +230,8 @@ impl AuthorizationRequest {
             state,
             nonce: params.get("nonce").map(str::to_owned),
             code_challenge,
-            prompt_login: prompts.contains(&"login"),
+            // Choosing another account is signing in again (OIDC Core 3.1.2.1).
+            prompt_login: prompts.contains(&"login") || prompts.contains(&"select_account"),
             prompt_consent: prompts.contains(&"consent"),
             prompt_none: prompts.contains(&"none"),
             max_age,
@@ -343,6 +360,38 @@ pub fn redirect_with(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
     }
 }
 
+/// Whether the requested `uri` is the registered one: the same string, or, for a registered
+/// http URI on a loopback IP address (127.0.0.1, [::1]), the same but for any port: a native
+/// app listens on the port the system gives it (RFC 8252 7.3, RFC 9700 4.1.3). `localhost` is
+/// matched exactly (RFC 8252 8.3).
+pub fn redirect_matches(registered: &str, uri: &str) -> bool {
+    registered == uri
+        || matches!(
+            (loopback_parts(registered), loopback_parts(uri)),
+            (Some(r), Some(u)) if r == u
+        )
+}
+
+/// An `http` URI on 127.0.0.1 or [::1] as (scheme and host, everything after the port), the
+/// port (1 to 65535, or none) left out; compared as written, without normalising.
+fn loopback_parts(uri: &str) -> Option<(&str, &str)> {
+    let host = ["http://127.0.0.1", "http://[::1]"]
+        .into_iter()
+        .find(|h| uri.starts_with(h))?;
+    let rest = &uri[host.len()..];
+    let rest = match rest.strip_prefix(':') {
+        Some(p) => {
+            let digits = p.bytes().take_while(u8::is_ascii_digit).count();
+            match p[..digits].parse::<u16>() {
+                Ok(port) if port > 0 && digits <= 5 => &p[digits..],
+                _ => return None,
+            }
+        }
+        None => rest,
+    };
+    (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then_some((host, rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +414,38 @@ mod tests {
     }
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    #[test]
+    fn loopback_redirects_match_on_any_port_and_nothing_else() {
+        for (registered, requested) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53219/cb"),
+            ("http://127.0.0.1:8000/cb", "http://127.0.0.1:9/cb"),
+            ("http://127.0.0.1:8000/cb", "http://127.0.0.1/cb"),
+            ("http://[::1]/cb?x=1", "http://[::1]:65535/cb?x=1"),
+            ("http://127.0.0.1", "http://127.0.0.1:1"),
+            ("https://app.example.com/cb", "https://app.example.com/cb"),
+        ] {
+            assert!(redirect_matches(registered, requested), "{requested}");
+        }
+        for (registered, requested) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53219/cb/"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53219/CB"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:0/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:65536/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:80@evil.example/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1.evil.example/cb"),
+            ("http://127.0.0.1/cb", "http://[::1]:8000/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:8000/cb#x"),
+            ("http://localhost/cb", "http://localhost:8000/cb"),
+            (
+                "https://app.example.com/cb",
+                "https://app.example.com:8443/cb",
+            ),
+        ] {
+            assert!(!redirect_matches(registered, requested), "{requested}");
+        }
+    }
 
     fn params(extra: &[(&str, &str)]) -> Params {
         let mut p = vec![

@@ -53,7 +53,7 @@ pub fn metadata(issuer: &str) -> Value {
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp",
             "at_hash", "amr", "acr", "name", "preferred_username", "email",
             "phone_number", "address", "roles"],
-        "prompt_values_supported": ["none", "login", "consent"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "authorization_response_iss_parameter_supported": true,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
