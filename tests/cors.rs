@@ -135,6 +135,16 @@ fn api_endpoints_answer_registered_origins_only() {
         .call()
         .into();
     assert_eq!(acao(&jwks), Some(SPA));
+    // Another origin gets no CORS headers on a plain GET either.
+    for path in ["/jwks", "/.well-known/openid-configuration"] {
+        let r: Resp = agent()
+            .get(&s.url(path))
+            .set("Origin", "https://evil.example")
+            .call()
+            .into();
+        assert_eq!(r.status, 200);
+        assert!(acao(&r).is_none(), "{path} answered another origin");
+    }
 
     // The authorization endpoint and the pages never send CORS headers.
     for (path, method) in [

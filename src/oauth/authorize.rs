@@ -345,6 +345,10 @@ pub fn may_consent(
 
 /// `redirect_uri` with `pairs` added to its query (RFC 6749 3.1.2: keep the existing query).
 pub fn redirect_with(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
+    // Nothing to add: the URI exactly as registered (no empty `?` appended).
+    if pairs.is_empty() {
+        return redirect_uri.to_owned();
+    }
     match url::Url::parse(redirect_uri) {
         Ok(mut url) => {
             {
@@ -414,6 +418,18 @@ mod tests {
     }
 
     const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    #[test]
+    fn redirects_keep_the_registered_uri_and_its_query() {
+        assert_eq!(
+            redirect_with("https://rp.example/bye", &[]),
+            "https://rp.example/bye"
+        );
+        assert_eq!(
+            redirect_with("https://rp.example/cb?a=1", &[("state", "x y")]),
+            "https://rp.example/cb?a=1&state=x+y"
+        );
+    }
 
     #[test]
     fn loopback_redirects_match_on_any_port_and_nothing_else() {
