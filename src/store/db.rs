@@ -1637,11 +1637,9 @@ mod tests {
         });
     }
 
-    /// The purge keeps what a replay or a family's end still needs: a used code while its
-    /// refresh family lives, a refresh row while the access token issued with it lives.
-    fn purge_keeps_what_replays_and_revocation_need(store: &DbStore) {
-        store.create_user(&user("u")).unwrap();
-        let code = |hash: &str| CodeRecord {
+    /// An unredeemed code of user `u` in session `s`, expiring at 70.
+    fn code(hash: &str) -> CodeRecord {
+        CodeRecord {
             code_hash: hash.into(),
             client_id: "c".into(),
             redirect_uri: "https://app.example/cb".into(),
@@ -1657,7 +1655,13 @@ mod tests {
             access_jti: None,
             access_exp: None,
             refresh_family: None,
-        };
+        }
+    }
+
+    /// The purge keeps what a replay or a family's end still needs: a used code while its
+    /// refresh family lives, a refresh row while the access token issued with it lives.
+    fn purge_keeps_what_replays_and_revocation_need(store: &DbStore) {
+        store.create_user(&user("u")).unwrap();
         // A code whose family lives until 200,000, and one that started no family.
         store.save_code(&code("with-family")).unwrap();
         let mut first = refresh("fam-1", "fam", "s", true, "fj");
@@ -1835,25 +1839,7 @@ mod tests {
             let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
             store.migrate().unwrap();
             store.create_user(&user("u")).unwrap();
-            store
-                .save_code(&CodeRecord {
-                    code_hash: "k".into(),
-                    client_id: "c".into(),
-                    redirect_uri: "https://app.example/cb".into(),
-                    user_id: "u".into(),
-                    session_hash: "s".into(),
-                    scope: "openid".into(),
-                    nonce: None,
-                    code_challenge: None,
-                    auth_time: 1,
-                    amr: vec!["pwd".into()],
-                    expires_at: 70,
-                    consumed_at: None,
-                    access_jti: None,
-                    access_exp: None,
-                    refresh_family: None,
-                })
-                .unwrap();
+            store.save_code(&code("k")).unwrap();
             let mut redeemer = diesel::PgConnection::establish(url).unwrap();
             redeemer
                 .batch_execute(
