@@ -1,5 +1,5 @@
-//! Graceful shutdown: SIGTERM stops accepting, lets a request in flight finish, writes the
-//! queued audit rows and exits 0.
+//! Graceful shutdown: SIGTERM or SIGINT (Ctrl-C) stops accepting, lets a request in flight
+//! finish, writes the queued audit rows and exits 0; a second signal stops at once.
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -10,6 +10,22 @@ use crate::signin::{auth_params, Browser, REDIRECT};
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    stop_with(&["TERM"]);
+}
+
+#[test]
+fn ctrl_c_finishes_in_flight_requests_and_exits_zero() {
+    stop_with(&["INT"]);
+}
+
+#[test]
+fn a_second_signal_stops_at_once() {
+    stop_with(&["INT", "TERM"]);
+}
+
+/// Send `signals` one after another while a request is in flight; with one, the request gets its
+/// answer and the exit status is 0; with two, the process ends with status 1 without waiting.
+fn stop_with(signals: &[&str]) {
     // A request that stays in flight for 10 s: a sign-in waiting on a slow upstream.
     let google = Upstream::google();
     let mut sb = ServerBuilder::new(Backend::Sqlite);
@@ -53,12 +69,31 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 
     std::thread::sleep(Duration::from_millis(1_000));
     let signalled = Instant::now();
-    s.sigterm();
+    s.signal(signals[0]);
     // No new connections once stopping (the listener closes).
     let deadline = Instant::now() + Duration::from_secs(3);
     while TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "still accepting after SIG{}",
+            signals[0]
+        );
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Some(second) = signals.get(1) {
+        s.signal(second);
+        let Some(exit) = s.wait_exit(Duration::from_secs(3)) else {
+            panic!("a second signal did not stop it at once: {}", s.logs());
+        };
+        assert_eq!(exit.code(), Some(1), "cut short: {exit:?}");
+        assert!(signalled.elapsed() < Duration::from_secs(5));
+        let cut = in_flight.join();
+        assert!(
+            cut.is_err(),
+            "the request in flight was not waited for: {:?}",
+            cut.ok()
+        );
+        return;
     }
     let (status, took) = in_flight.join().unwrap();
     assert_eq!(

@@ -596,18 +596,20 @@ pub async fn login(
     let st = state.clone();
     let now = state.clock.now();
     let ip = client_ip(&req, state.config.login.trust_forwarded_for);
-    let outcome = web::block(move || {
-        check_password(
-            &*st.store,
-            &st.config.login,
-            &ip,
-            &typed,
-            &password_given,
-            now,
-        )
-    })
-    .await;
-    let user = match stored(outcome) {
+    let outcome = state
+        .hashing
+        .run(move || {
+            check_password(
+                &*st.store,
+                &st.config.login,
+                &ip,
+                &typed,
+                &password_given,
+                now,
+            )
+        })
+        .await;
+    let user = match outcome.and_then(stored) {
         Ok(LoginOutcome::Success(u)) => *u,
         Ok(LoginOutcome::SecondFactor(u)) => {
             state.record(

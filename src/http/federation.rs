@@ -598,11 +598,11 @@ pub async fn link(
     let password = params.get("password").unwrap_or("").to_owned();
     let ip = client_ip(&req, state.config.login.trust_forwarded_for);
     let (st, username) = (state.clone(), candidate.username.clone());
-    let outcome = web::block(move || {
-        check_password(&*st.store, &st.config.login, &ip, &username, &password, now)
-    })
-    .await;
-    let user = match stored(outcome) {
+    let outcome = state
+        .hashing
+        .run(move || check_password(&*st.store, &st.config.login, &ip, &username, &password, now))
+        .await;
+    let user = match outcome.and_then(stored) {
         Ok(LoginOutcome::Success(u)) if u.id == link.user_id => *u,
         Ok(LoginOutcome::Throttled) => return throttled(),
         Ok(LoginOutcome::SecondFactor(_)) => {

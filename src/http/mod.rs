@@ -6,6 +6,7 @@ mod discovery;
 pub mod error;
 mod federation;
 mod form;
+mod hashing;
 mod logout;
 mod mfa;
 mod middleware;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub auditor: Auditor,
     /// Outgoing mail, when `[smtp]` is configured.
     pub mailer: Option<crate::mail::Mailer>,
+    /// Bounds the password hashes in flight.
+    pub hashing: hashing::HashGate,
 }
 
 impl AppState {
@@ -109,6 +112,7 @@ impl AppState {
             cors_origins: cors::CorsOrigins::default(),
             auditor,
             mailer,
+            hashing: hashing::HashGate::default(),
         })
     }
 
@@ -351,14 +355,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .configure(|cfg| routes(cfg, &origins))
             .default_service(web::to(not_found))
     })
-    // SIGTERM / SIGINT: stop accepting, let in-flight requests finish for up to this long (an
-    // upstream call takes at most 10 s), then stop.
+    // After SIGTERM or SIGINT, in-flight requests may finish for up to this long (an upstream
+    // call takes at most 10 s).
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .disable_signals()
     .bind(&bind)?;
     for addr in server.addrs() {
         tracing::info!(%addr, issuer = %state.config.issuer, "listening");
     }
-    server.run().await?;
+    let server = server.run();
+    actix_web::rt::spawn(stop_on_signals(server.handle(), state.clone()));
+    server.await?;
     // The audit rows still queued are written before the process ends.
     let st = state.clone();
     let drained = web::block(move || st.auditor.drain(AUDIT_DRAIN)).await?;
@@ -367,6 +374,40 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C): stop accepting and let the requests in flight finish; a second
+/// signal ends the process at once with status 1, after a second's chance to write the queued
+/// audit rows. (actix-server's own handling stops at once on SIGINT.)
+async fn stop_on_signals(handle: actix_web::dev::ServerHandle, state: web::Data<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
+        return;
+    };
+    let first = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = first, "stopping: finishing requests in flight");
+    actix_web::rt::spawn(async move { handle.stop(true).await });
+    let second = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!(
+        signal = second,
+        "second signal: stopping now, requests in flight are cut"
+    );
+    // The server's own stop cannot be hurried once graceful; end the process instead.
+    let drained = web::block(move || state.auditor.drain(Duration::from_secs(1))).await;
+    if !matches!(drained, Ok(true)) {
+        tracing::warn!("stopped with audit rows still queued (they are in the log)");
+    }
+    std::process::exit(1);
 }
 
 /// A background thread: re-read keys, purge expired rows. Bounded work per tick.

@@ -131,14 +131,16 @@ pub async fn reset_submit(
         );
     }
     let (st, now) = (state.clone(), state.clock.now());
-    let done = web::block(move || -> Result<_, crate::store::StoreError> {
-        let Ok(new_hash) = password::hash_password(&new) else {
-            return Ok(None);
-        };
-        st.store.complete_reset(&hash, &new_hash, now)
-    })
-    .await;
-    match stored(done) {
+    let done = state
+        .hashing
+        .run(move || -> Result<_, crate::store::StoreError> {
+            let Ok(new_hash) = password::hash_password(&new) else {
+                return Ok(None);
+            };
+            st.store.complete_reset(&hash, &new_hash, now)
+        })
+        .await;
+    match done.and_then(stored) {
         Ok(Some(user_id)) => {
             tracing::info!(user_id = %user_id, "password reset");
             state.record(

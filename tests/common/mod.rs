@@ -270,15 +270,16 @@ impl Server {
     }
 
     /// Stop the process.
-    /// Send SIGTERM (what an orchestrator does to stop a replica).
-    pub fn sigterm(&self) {
+    /// Send a signal by name: `TERM` (what an orchestrator does to stop a replica), `INT`
+    /// (Ctrl-C).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("running").id();
         let ok = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .expect("kill")
             .success();
-        assert!(ok, "kill -TERM {pid}");
+        assert!(ok, "kill -{name} {pid}");
     }
 
     /// Wait up to `timeout` for the process to exit by itself.
