@@ -710,6 +710,11 @@ pub(super) fn throttled() -> HttpResponse {
     )
 }
 
+/// The hash of the session cookie this browser sent, if any.
+pub(super) fn session_cookie_hash(state: &AppState, req: &HttpRequest) -> Option<String> {
+    pages::read_cookie(req, &state.config, "session").map(|c| opaque::hash_secret(&c))
+}
+
 /// Start a new session for `user` in this browser, signed in by `amr`: a new id every time (no
 /// fixation), and the browser's old session ends. Returns the session's hash, the session and
 /// the cookie value to set.
@@ -720,7 +725,7 @@ pub(super) async fn start_session(
     amr: Vec<String>,
 ) -> Result<(String, Session, String), HttpResponse> {
     let now = state.clock.now();
-    let old = pages::read_cookie(req, &state.config, "session").map(|c| opaque::hash_secret(&c));
+    let old = session_cookie_hash(state, req);
     let cookie_value = opaque::random_token();
     let hash = opaque::hash_secret(&cookie_value);
     let session = Session {
@@ -734,26 +739,11 @@ pub(super) async fn start_session(
         .then(|| user.password_hash.clone())
         .flatten();
     let (st, s, h) = (state.clone(), session.clone(), hash.clone());
-    let created = web::block(move || -> Result<bool, crate::store::StoreError> {
-        // The new session first: should a later step fail, the old one still holds its tokens.
-        if !st.store.create_session(&h, &s, now, verified.as_deref())? {
-            return Ok(false);
-        }
-        if let Some(old) = old {
-            // The refresh tokens of the old session follow the same person to the new one, even
-            // when it has gone idle; someone else's end with the session they were issued in.
-            if st
-                .store
-                .session_owner(&old)?
-                .is_some_and(|(owner, _)| owner == s.user_id)
-            {
-                st.store.move_session_families(&old, &h)?;
-            } else {
-                st.store.revoke_session_families(&old, now)?;
-            }
-            st.store.delete_session(&old)?;
-        }
-        Ok(true)
+    // The old session ends in the same transaction; its tokens follow the same person to the
+    // new one, someone else's end with it.
+    let created = web::block(move || {
+        st.store
+            .create_session(&h, &s, now, verified.as_deref(), old.as_deref())
     })
     .await;
     if !stored(created)? {

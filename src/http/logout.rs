@@ -7,11 +7,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::authorize::{load_client, page_params, see_other, stored, with_csrf_cookie};
+use super::authorize::{
+    load_client, page_params, see_other, session_cookie_hash, stored, with_csrf_cookie,
+};
 use super::pages::{self, error_page, page, render, Csrf};
 use super::AppState;
 use crate::clock::UnixTime;
-use crate::crypto::opaque;
 use crate::oauth::logout::{LogoutRequest, CARRIED};
 use crate::oauth::request::Params;
 use crate::oauth::user::User;
@@ -67,8 +68,7 @@ async fn end_session(
     let now = state.clock.now();
     let ended = web::block(move || -> Result<_, crate::store::StoreError> {
         let who = st.store.session_owner(&hash)?.map(|(user_id, _)| user_id);
-        let revoked = st.store.revoke_session_families(&hash, now)?;
-        st.store.delete_session(&hash)?;
+        let revoked = st.store.end_session(&hash, now)?;
         Ok((who, revoked))
     })
     .await;
@@ -82,11 +82,6 @@ async fn end_session(
     }
     state.record(event);
     Ok(())
-}
-
-/// The hash of the session cookie this browser sent, if any.
-fn session_cookie_hash(state: &AppState, req: &HttpRequest) -> Option<String> {
-    pages::read_cookie(req, &state.config, "session").map(|c| opaque::hash_secret(&c))
 }
 
 /// The session this browser's cookie names (its hash, sign-in time and user), live or not: one

@@ -754,6 +754,7 @@ impl SessionStore for DbStore {
         s: &Session,
         now: UnixTime,
         password: Option<&str>,
+        replaces: Option<&str>,
     ) -> StoreResult<bool> {
         let row = (
             sessions::id_hash.eq(id_hash),
@@ -764,31 +765,41 @@ impl SessionStore for DbStore {
             sessions::expires_at.eq(s.expires_at),
         );
         let mut conn = self.conn()?;
-        let Some(verified) = password else {
-            return diesel::insert_into(sessions::table)
-                .values(row)
-                .execute(&mut *conn)
-                .map(|_| true)
-                .map_err(db_err);
-        };
-        // A no-op UPDATE of the user's row, only while it still has the verified hash, holds the
-        // row (PostgreSQL) or the write lock (SQLite) until the insert commits. A reset's UPDATE
-        // then either waits for this session, which its DELETE sees, or commits first, and
-        // this finds the hash changed.
+        // One transaction: a failure half-way leaves the old session with its tokens.
         conn.transaction(|c| {
-            let held = diesel::update(
-                users::table
-                    .find(&s.user_id)
-                    .filter(users::password_hash.eq(verified)),
-            )
-            .set(users::id.eq(users::id))
-            .execute(c)?;
-            if held == 0 {
-                return Ok(false);
+            if let Some(verified) = password {
+                // A no-op UPDATE of the user's row, only while it still has the verified hash,
+                // holds the row (PostgreSQL) or the write lock (SQLite) until the insert
+                // commits. A reset's UPDATE then either waits for this session, which its
+                // DELETE sees, or commits first, and this finds the hash changed.
+                let held = diesel::update(
+                    users::table
+                        .find(&s.user_id)
+                        .filter(users::password_hash.eq(verified)),
+                )
+                .set(users::id.eq(users::id))
+                .execute(c)?;
+                if held == 0 {
+                    return Ok(false);
+                }
             }
             diesel::insert_into(sessions::table)
                 .values(row)
                 .execute(c)?;
+            let Some(old) = replaces else {
+                return Ok(true);
+            };
+            let owner: Option<String> = sessions::table
+                .find(old)
+                .select(sessions::user_id)
+                .first(c)
+                .optional()?;
+            if owner.as_deref() == Some(s.user_id.as_str()) {
+                move_session_families_in(c, old, id_hash)?;
+                diesel::delete(sessions::table.find(old)).execute(c)?;
+            } else {
+                end_session_in(c, old, now)?;
+            }
             Ok(true)
         })
         .map_err(db_err)
@@ -854,19 +865,10 @@ impl SessionStore for DbStore {
             .select(sessions::id_hash)
             .load(&mut *self.conn()?)
             .map_err(db_err)?;
-        // Families first: should this stop half-way, the sessions left still name theirs.
         for hash in &hashes {
-            self.revoke_session_families(hash, now)?;
-            self.delete_session(hash)?;
+            self.end_session(hash, now)?;
         }
         Ok(hashes.len())
-    }
-
-    fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
-        diesel::delete(sessions::table.find(id_hash))
-            .execute(&mut *self.conn()?)
-            .map(|_| ())
-            .map_err(db_err)
     }
 }
 
@@ -1413,50 +1415,60 @@ impl RefreshStore for DbStore {
             .map_err(db_err)
     }
 
-    fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize> {
+    fn end_session(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize> {
         let mut conn = self.conn()?;
-        // A code issued in the session and not yet redeemed would start a family after it.
-        diesel::update(
-            authorization_codes::table
-                .filter(authorization_codes::session_hash.eq(session_hash))
-                .filter(authorization_codes::consumed_at.is_null()),
-        )
-        .set(authorization_codes::consumed_at.eq(Some(now)))
-        .execute(&mut *conn)
-        .map_err(db_err)?;
-        let families: Vec<String> = refresh_tokens::table
-            .filter(refresh_tokens::session_hash.eq(session_hash))
-            .filter(refresh_tokens::offline.eq(false))
-            .filter(refresh_tokens::revoked.eq(false))
-            .select(refresh_tokens::family_id)
-            .distinct()
-            .load(&mut *conn)
-            .map_err(db_err)?;
-        for f in &families {
-            conn.transaction(|c| revoke_family_in(c, f, now))
-                .map_err(db_err)?;
-        }
-        Ok(families.len())
+        conn.transaction(|c| end_session_in(c, session_hash, now))
+            .map_err(db_err)
     }
+}
 
-    fn move_session_families(&self, old_hash: &str, new_hash: &str) -> StoreResult<usize> {
-        let mut conn = self.conn()?;
-        conn.transaction(|c| {
-            // Codes not yet redeemed follow too, so the families they start belong to the
-            // session that is signed in.
-            diesel::update(
-                authorization_codes::table
-                    .filter(authorization_codes::session_hash.eq(old_hash))
-                    .filter(authorization_codes::consumed_at.is_null()),
-            )
-            .set(authorization_codes::session_hash.eq(new_hash))
-            .execute(c)?;
-            diesel::update(refresh_tokens::table.filter(refresh_tokens::session_hash.eq(old_hash)))
-                .set(refresh_tokens::session_hash.eq(new_hash))
-                .execute(c)
-        })
-        .map_err(db_err)
+/// End a session: revoke the families issued in it without `offline_access`, spend its
+/// unredeemed codes, delete its row; how many families.
+fn end_session_in(c: &mut AnyConnection, session_hash: &str, now: UnixTime) -> QueryResult<usize> {
+    // A code issued in the session and not yet redeemed would start a family after it. Spent
+    // first: the UPDATE waits for a redemption in flight, and the families listed next (a new
+    // snapshot under READ COMMITTED) include the one it started.
+    diesel::update(
+        authorization_codes::table
+            .filter(authorization_codes::session_hash.eq(session_hash))
+            .filter(authorization_codes::consumed_at.is_null()),
+    )
+    .set(authorization_codes::consumed_at.eq(Some(now)))
+    .execute(c)?;
+    let families: Vec<String> = refresh_tokens::table
+        .filter(refresh_tokens::session_hash.eq(session_hash))
+        .filter(refresh_tokens::offline.eq(false))
+        .filter(refresh_tokens::revoked.eq(false))
+        .select(refresh_tokens::family_id)
+        .distinct()
+        .load(c)?;
+    for f in &families {
+        revoke_family_in(c, f, now)?;
     }
+    diesel::delete(sessions::table.find(session_hash)).execute(c)?;
+    Ok(families.len())
+}
+
+/// The same person signed in again in the same browser: the families and unredeemed codes of
+/// the old session belong to the new one (so that its logout ends them).
+fn move_session_families_in(
+    c: &mut AnyConnection,
+    old_hash: &str,
+    new_hash: &str,
+) -> QueryResult<()> {
+    // Codes not yet redeemed follow too, so the families they start belong to the session
+    // that is signed in.
+    diesel::update(
+        authorization_codes::table
+            .filter(authorization_codes::session_hash.eq(old_hash))
+            .filter(authorization_codes::consumed_at.is_null()),
+    )
+    .set(authorization_codes::session_hash.eq(new_hash))
+    .execute(c)?;
+    diesel::update(refresh_tokens::table.filter(refresh_tokens::session_hash.eq(old_hash)))
+        .set(refresh_tokens::session_hash.eq(new_hash))
+        .execute(c)?;
+    Ok(())
 }
 
 impl ConsentStore for DbStore {
@@ -1695,7 +1707,7 @@ mod tests {
         insert_refresh(&mut store.conn().unwrap(), &late).unwrap();
         store.purge_expired(1_200, 100).unwrap();
         assert!(store.find_refresh("late").unwrap().is_some());
-        store.revoke_session_families("s9", 1_200).unwrap();
+        store.end_session("s9", 1_200).unwrap();
         assert!(
             store.is_jti_revoked("late-jti").unwrap(),
             "logout still reaches it"
@@ -1728,19 +1740,134 @@ mod tests {
             amr: vec!["pwd".into()],
             expires_at: 1_000,
         };
-        assert!(store.create_session("s1", &s, 10, Some("h1")).unwrap());
+        assert!(store
+            .create_session("s1", &s, 10, Some("h1"), None)
+            .unwrap());
         assert!(store.find_session("s1", 11, 100).unwrap().is_some());
         store.set_password("u", "h2", 12).unwrap();
-        assert!(!store.create_session("s2", &s, 12, Some("h1")).unwrap());
+        assert!(!store
+            .create_session("s2", &s, 12, Some("h1"), None)
+            .unwrap());
         assert!(store.find_session("s2", 13, 100).unwrap().is_none());
-        assert!(store.create_session("s3", &s, 12, Some("h2")).unwrap());
+        assert!(store
+            .create_session("s3", &s, 12, Some("h2"), None)
+            .unwrap());
         // No password involved (an upstream sign-in): no check.
-        assert!(store.create_session("s4", &s, 12, None).unwrap());
+        assert!(store.create_session("s4", &s, 12, None, None).unwrap());
         let gone = Session {
             user_id: "nobody".into(),
             ..s
         };
-        assert!(!store.create_session("s5", &gone, 12, Some("h2")).unwrap());
+        assert!(!store
+            .create_session("s5", &gone, 12, Some("h2"), None)
+            .unwrap());
+    }
+
+    /// Signing in again in the same browser: the old session's tokens follow the same person,
+    /// end with someone else's session, and all of it happens in one transaction. `refuse_delete`
+    /// makes deleting session `s3` fail (a trigger), to stop the swap at its last step.
+    fn a_new_session_replaces_the_old_one_in_one_step(store: &DbStore, refuse_delete: &str) {
+        store
+            .create_user(&User {
+                password_hash: Some("h1".into()),
+                ..user("u")
+            })
+            .unwrap();
+        store.create_user(&user("v")).unwrap();
+        let of = |who: &str| Session {
+            user_id: who.into(),
+            auth_time: 10,
+            amr: vec!["pwd".into()],
+            expires_at: 1_000,
+        };
+        let session_of_code = |c: &str| store.find_code(c).unwrap().unwrap().session_hash;
+        let refresh_row = |t: &str| store.find_refresh(t).unwrap().unwrap().0;
+        assert!(store
+            .create_session("s1", &of("u"), 10, None, None)
+            .unwrap());
+        store
+            .save_code(&CodeRecord {
+                session_hash: "s1".into(),
+                ..code("c1")
+            })
+            .unwrap();
+        insert_refresh(
+            &mut store.conn().unwrap(),
+            &refresh("r1", "f1", "s1", false, "j1"),
+        )
+        .unwrap();
+
+        // The same person again: code and family move, the old session is gone.
+        assert!(store
+            .create_session("s2", &of("u"), 11, Some("h1"), Some("s1"))
+            .unwrap());
+        assert!(store.session_owner("s1").unwrap().is_none());
+        assert_eq!(session_of_code("c1"), "s2");
+        assert_eq!(refresh_row("r1").session_hash, "s2");
+        assert!(!refresh_row("r1").revoked);
+
+        // A password that is no longer the account's: nothing changes.
+        assert!(!store
+            .create_session("s9", &of("u"), 12, Some("stale"), Some("s2"))
+            .unwrap());
+        assert!(store.session_owner("s9").unwrap().is_none());
+        assert_eq!(store.session_owner("s2").unwrap().unwrap().0, "u");
+        assert_eq!(refresh_row("r1").session_hash, "s2");
+
+        // Someone else in the same browser: the old session's tokens end with it.
+        assert!(store
+            .create_session("s3", &of("v"), 13, None, Some("s2"))
+            .unwrap());
+        assert!(store.session_owner("s2").unwrap().is_none());
+        assert!(refresh_row("r1").revoked);
+        assert!(store.is_jti_revoked("j1").unwrap());
+        assert!(store
+            .find_code("c1")
+            .unwrap()
+            .unwrap()
+            .consumed_at
+            .is_some());
+
+        // A failure at the last step (deleting the old session) leaves everything as it was.
+        insert_refresh(
+            &mut store.conn().unwrap(),
+            &RefreshRecord {
+                user_id: "v".into(),
+                ..refresh("r3", "f3", "s3", false, "j3")
+            },
+        )
+        .unwrap();
+        store.conn().unwrap().batch_execute(refuse_delete).unwrap();
+        assert!(store
+            .create_session("s4", &of("v"), 14, None, Some("s3"))
+            .is_err());
+        assert!(store.session_owner("s4").unwrap().is_none());
+        assert_eq!(store.session_owner("s3").unwrap().unwrap().0, "v");
+        assert_eq!(refresh_row("r3").session_hash, "s3");
+    }
+
+    #[test]
+    fn a_new_session_replaces_the_old_one_in_one_step_on_sqlite() {
+        on_sqlite(|store| {
+            a_new_session_replaces_the_old_one_in_one_step(
+                store,
+                "CREATE TRIGGER keep_s3 BEFORE DELETE ON sessions WHEN old.id_hash = 's3'
+                 BEGIN SELECT RAISE(ABORT, 'kept'); END;",
+            )
+        });
+    }
+
+    #[test]
+    fn a_new_session_replaces_the_old_one_in_one_step_on_postgres() {
+        on_postgres(|store| {
+            a_new_session_replaces_the_old_one_in_one_step(
+                store,
+                "CREATE FUNCTION keep_s3() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN RAISE EXCEPTION 'kept'; END $$;
+                 CREATE TRIGGER keep_s3 BEFORE DELETE ON sessions FOR EACH ROW
+                   WHEN (old.id_hash = 's3') EXECUTE FUNCTION keep_s3();",
+            )
+        });
     }
 
     #[test]
@@ -1820,7 +1947,9 @@ mod tests {
                         amr: vec!["pwd".into()],
                         expires_at: 1_000,
                     };
-                    store.create_session("late", &s, 10, Some("old")).unwrap()
+                    store
+                        .create_session("late", &s, 10, Some("old"), None)
+                        .unwrap()
                 }
             });
             std::thread::sleep(Duration::from_millis(300));
@@ -1854,7 +1983,7 @@ mod tests {
                 .unwrap();
             let logout = std::thread::spawn({
                 let store = store.clone();
-                move || store.revoke_session_families("s", 100).unwrap()
+                move || store.end_session("s", 100).unwrap()
             });
             std::thread::sleep(Duration::from_millis(300));
             redeemer.batch_execute("COMMIT").unwrap();
@@ -2177,7 +2306,7 @@ mod tests {
         insert_refresh(&mut conn, &refresh("on", "g", "s2", false, "k1")).unwrap();
         insert_refresh(&mut conn, &refresh("off", "h", "s2", true, "k2")).unwrap();
         drop(conn);
-        assert_eq!(store.revoke_session_families("s2", 40).unwrap(), 1);
+        assert_eq!(store.end_session("s2", 40).unwrap(), 1);
         assert!(find("on").unwrap().revoked);
         assert!(!find("off").unwrap().revoked);
         assert!(store.is_jti_revoked("k1").unwrap() && !store.is_jti_revoked("k2").unwrap());

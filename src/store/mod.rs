@@ -135,13 +135,17 @@ pub struct Session {
 pub trait SessionStore: Send + Sync {
     /// Record a new session. With `password`, the hash a sign-in just verified, only while it is
     /// still the user's (false otherwise, nothing written): a password reset committing during
-    /// the check must not be outlived by a session the old password opened.
+    /// the check must not be outlived by a session the old password opened. With `replaces`,
+    /// the browser's previous session ends in the same transaction: its refresh-token families
+    /// and unredeemed codes move to the new session when it was the same person's (even gone
+    /// idle), else they end with it as at logout.
     fn create_session(
         &self,
         id_hash: &str,
         session: &Session,
         now: UnixTime,
         password: Option<&str>,
+        replaces: Option<&str>,
     ) -> StoreResult<bool>;
     /// A live session (not past its absolute expiry, used within `idle_secs`); marks it used.
     fn find_session(
@@ -150,8 +154,6 @@ pub trait SessionStore: Send + Sync {
         now: UnixTime,
         idle_secs: i64,
     ) -> StoreResult<Option<Session>>;
-    /// End a session.
-    fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
     /// Whose session `id_hash` is and when they signed in, live or not (until it is purged);
     /// marks nothing used.
     fn session_owner(&self, id_hash: &str) -> StoreResult<Option<(String, UnixTime)>>;
@@ -306,13 +308,10 @@ pub trait RefreshStore: Send + Sync {
     /// Revoke every token of a family and, in the same transaction, every access token issued
     /// from it that has not expired. Idempotent.
     fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;
-    /// Revoke the families issued in a session without `offline_access` (at logout), and spend
-    /// the codes issued in it that are not yet redeemed; how many families.
-    fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize>;
-    /// The same person signed in again in the same browser: the families and unredeemed codes
-    /// of the old session belong to the new one (so that its logout ends them). How many
-    /// tokens moved.
-    fn move_session_families(&self, old_hash: &str, new_hash: &str) -> StoreResult<usize>;
+    /// End a session (at logout), in one transaction: revoke the families issued in it without
+    /// `offline_access`, spend the codes issued in it that are not yet redeemed, delete the row;
+    /// how many families.
+    fn end_session(&self, session_hash: &str, now: UnixTime) -> StoreResult<usize>;
 }
 
 /// Remembered consent.
