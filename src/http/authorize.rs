@@ -748,13 +748,18 @@ pub(super) async fn start_session(
     .await;
     if !stored(created)? {
         tracing::info!(user_id = %user.id, "sign-in overtaken by a password change");
-        return Err(error_page(
-            StatusCode::UNAUTHORIZED,
-            "Sign in again",
-            "The password of this account was changed while you were signing in. Go back to the application and sign in with the new password.",
-        ));
+        return Err(password_changed());
     }
     Ok((hash, session, cookie_value))
+}
+
+/// The page for a sign-in whose password was changed (reset) while it was being checked.
+pub(super) fn password_changed() -> HttpResponse {
+    error_page(
+        StatusCode::UNAUTHORIZED,
+        "Sign in again",
+        "The password of this account was changed while you were signing in. Go back to the application and sign in with the new password.",
+    )
 }
 
 /// `POST /consent`: remember an approval and issue the code, or send `access_denied`.

@@ -92,9 +92,20 @@ pub(super) async fn ask_second_factor(
         browser_hash,
         expires_at: state.clock.now() + PENDING_SECS,
     };
+    // After a password, only while it is still the account's (a reset may have committed
+    // since it was checked).
+    let verified = (first_factor == "pwd")
+        .then(|| user.password_hash.clone())
+        .flatten();
     let st = state.clone();
-    if let Err(resp) = stored(web::block(move || st.store.save_pending_mfa(&pending)).await) {
-        return resp;
+    match stored(web::block(move || st.store.save_pending_mfa(&pending, verified.as_deref())).await)
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(user_id = %user.id, "sign-in overtaken by a password change");
+            return super::authorize::password_changed();
+        }
+        Err(resp) => return resp,
     }
     tracing::info!(client_id = %client.client_id, user_id = %user.id, "first factor accepted; second factor asked");
     let resp = totp_page(&csrf, client, params, &token, None, StatusCode::OK);

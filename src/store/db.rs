@@ -768,18 +768,7 @@ impl SessionStore for DbStore {
         // One transaction: a failure half-way leaves the old session with its tokens.
         conn.transaction(|c| {
             if let Some(verified) = password {
-                // A no-op UPDATE of the user's row, only while it still has the verified hash,
-                // holds the row (PostgreSQL) or the write lock (SQLite) until the insert
-                // commits. A reset's UPDATE then either waits for this session, which its
-                // DELETE sees, or commits first, and this finds the hash changed.
-                let held = diesel::update(
-                    users::table
-                        .find(&s.user_id)
-                        .filter(users::password_hash.eq(verified)),
-                )
-                .set(users::id.eq(users::id))
-                .execute(c)?;
-                if held == 0 {
+                if !hold_password_in(c, &s.user_id, verified)? {
                     return Ok(false);
                 }
             }
@@ -1422,6 +1411,25 @@ impl RefreshStore for DbStore {
     }
 }
 
+/// Whether `user_id`'s password is still `verified` (the hash a sign-in just checked); if so,
+/// a no-op UPDATE holds the user's row (PostgreSQL) or the write lock (SQLite) until the
+/// caller's transaction commits. A password reset's UPDATE then either waits for what the
+/// caller writes, and its DELETEs see it, or commits first, and this finds the hash changed.
+pub(super) fn hold_password_in(
+    c: &mut AnyConnection,
+    user_id: &str,
+    verified: &str,
+) -> QueryResult<bool> {
+    let held = diesel::update(
+        users::table
+            .find(user_id)
+            .filter(users::password_hash.eq(verified)),
+    )
+    .set(users::id.eq(users::id))
+    .execute(c)?;
+    Ok(held == 1)
+}
+
 /// End a session: revoke the families issued in it without `offline_access`, spend its
 /// unredeemed codes, delete its row; how many families.
 fn end_session_in(c: &mut AnyConnection, session_hash: &str, now: UnixTime) -> QueryResult<usize> {
@@ -1761,6 +1769,21 @@ mod tests {
         assert!(!store
             .create_session("s5", &gone, 12, Some("h2"), None)
             .unwrap());
+
+        // A second-factor step after a password is recorded under the same condition.
+        use crate::store::{MfaStore, PendingMfa};
+        let pending = |id: &str| PendingMfa {
+            id_hash: id.into(),
+            user_id: "u".into(),
+            first_factor: "pwd".into(),
+            browser_hash: "b".into(),
+            expires_at: 300,
+        };
+        assert!(!store.save_pending_mfa(&pending("p1"), Some("h1")).unwrap());
+        assert!(store.find_pending_mfa("p1", 13).unwrap().is_none());
+        assert!(store.save_pending_mfa(&pending("p2"), Some("h2")).unwrap());
+        assert!(store.find_pending_mfa("p2", 13).unwrap().is_some());
+        assert!(store.save_pending_mfa(&pending("p3"), None).unwrap());
     }
 
     /// Signing in again in the same browser: the old session's tokens follow the same person,

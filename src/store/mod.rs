@@ -502,8 +502,10 @@ pub trait MfaStore: Send + Sync {
         -> StoreResult<bool>;
     /// Recovery codes not yet used.
     fn recovery_codes_left(&self, user_id: &str) -> StoreResult<i64>;
-    /// Record a pending second-factor step.
-    fn save_pending_mfa(&self, pending: &PendingMfa) -> StoreResult<()>;
+    /// Record a pending second-factor step. After a password (`password`, the hash just
+    /// verified), only while it is still the user's (false otherwise, nothing written): a step
+    /// recorded after a reset committed would outlive the reset, which removes pending steps.
+    fn save_pending_mfa(&self, pending: &PendingMfa, password: Option<&str>) -> StoreResult<bool>;
     /// A pending second-factor step that has not expired.
     fn find_pending_mfa(&self, id_hash: &str, now: UnixTime) -> StoreResult<Option<PendingMfa>>;
     /// Remove it; false if it was gone.

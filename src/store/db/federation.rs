@@ -188,14 +188,7 @@ impl FederationStore for DbStore {
             .transaction(|c| {
                 // Held under the password that was checked, as for a session: a reset
                 // committing meanwhile is waited for and then refuses the link.
-                let held = diesel::update(
-                    users::table
-                        .find(user_id)
-                        .filter(users::password_hash.eq(password)),
-                )
-                .set(users::id.eq(users::id))
-                .execute(c)?;
-                if held == 0 {
+                if !super::hold_password_in(c, user_id, password)? {
                     return Ok(false);
                 }
                 diesel::insert_into(user_identities::table)

@@ -182,17 +182,25 @@ impl MfaStore for DbStore {
             .map_err(db_err)
     }
 
-    fn save_pending_mfa(&self, p: &PendingMfa) -> StoreResult<()> {
-        diesel::insert_into(pending_mfa::table)
-            .values((
-                pending_mfa::id_hash.eq(&p.id_hash),
-                pending_mfa::user_id.eq(&p.user_id),
-                pending_mfa::first_factor.eq(&p.first_factor),
-                pending_mfa::browser_hash.eq(&p.browser_hash),
-                pending_mfa::expires_at.eq(p.expires_at),
-            ))
-            .execute(&mut *self.conn()?)
-            .map(|_| ())
+    fn save_pending_mfa(&self, p: &PendingMfa, password: Option<&str>) -> StoreResult<bool> {
+        self.conn()?
+            .transaction(|c| {
+                if let Some(verified) = password {
+                    if !super::hold_password_in(c, &p.user_id, verified)? {
+                        return Ok(false);
+                    }
+                }
+                diesel::insert_into(pending_mfa::table)
+                    .values((
+                        pending_mfa::id_hash.eq(&p.id_hash),
+                        pending_mfa::user_id.eq(&p.user_id),
+                        pending_mfa::first_factor.eq(&p.first_factor),
+                        pending_mfa::browser_hash.eq(&p.browser_hash),
+                        pending_mfa::expires_at.eq(p.expires_at),
+                    ))
+                    .execute(c)?;
+                Ok(true)
+            })
             .map_err(db_err)
     }
 
