@@ -553,6 +553,9 @@ impl UserStore for DbStore {
     fn delete_user(&self, id: &str) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
+            // The user's row first, as every transaction takes it (then sessions, codes,
+            // refresh tokens), so that one racing this waits instead of deadlocking.
+            let deleted = diesel::delete(users::table.find(id)).execute(c)?;
             diesel::delete(sessions::table.filter(sessions::user_id.eq(id))).execute(c)?;
             diesel::delete(consents::table.filter(consents::user_id.eq(id))).execute(c)?;
             diesel::delete(user_identities::table.filter(user_identities::user_id.eq(id)))
@@ -567,7 +570,7 @@ impl UserStore for DbStore {
                 .execute(c)?;
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(id)))
                 .execute(c)?;
-            diesel::delete(users::table.find(id)).execute(c)
+            Ok(deleted)
         })
         .map(|n| n > 0)
         .map_err(db_err)
@@ -784,8 +787,9 @@ impl SessionStore for DbStore {
                 .first(c)
                 .optional()?;
             if owner.as_deref() == Some(s.user_id.as_str()) {
-                move_session_families_in(c, old, id_hash)?;
+                // The session row before its tokens, as everywhere.
                 diesel::delete(sessions::table.find(old)).execute(c)?;
+                move_session_families_in(c, old, id_hash)?;
             } else {
                 end_session_in(c, old, now)?;
             }
@@ -1433,9 +1437,12 @@ pub(super) fn hold_password_in(
 /// End a session: revoke the families issued in it without `offline_access`, spend its
 /// unredeemed codes, delete its row; how many families.
 fn end_session_in(c: &mut AnyConnection, session_hash: &str, now: UnixTime) -> QueryResult<usize> {
+    // Rows in the order every transaction takes them (users, sessions, codes, refresh tokens),
+    // so that a password reset running at the same time waits instead of deadlocking.
+    diesel::delete(sessions::table.find(session_hash)).execute(c)?;
     // A code issued in the session and not yet redeemed would start a family after it. Spent
-    // first: the UPDATE waits for a redemption in flight, and the families listed next (a new
-    // snapshot under READ COMMITTED) include the one it started.
+    // before the families are listed: the UPDATE waits for a redemption in flight, and the
+    // listing (a new snapshot under READ COMMITTED) includes the family it started.
     diesel::update(
         authorization_codes::table
             .filter(authorization_codes::session_hash.eq(session_hash))
@@ -1453,9 +1460,22 @@ fn end_session_in(c: &mut AnyConnection, session_hash: &str, now: UnixTime) -> Q
     for f in &families {
         revoke_family_in(c, f, now)?;
     }
-    diesel::delete(sessions::table.find(session_hash)).execute(c)?;
+    Prepared::<RevokeSessionCodeAccess>::fixed(vec![Bind::Text(session_hash), Bind::BigInt(now)])
+        .execute(c)?;
     Ok(families.len())
 }
+
+fixed_sql!(
+    /// Deny-list the live access tokens that codes of a session issued without a refresh token
+    /// (a client without the refresh grant): no family reaches them. Those of families are
+    /// revoked with their family, or survive with an offline one.
+    RevokeSessionCodeAccess,
+    "INSERT INTO revoked_tokens (jti, expires_at) \
+     SELECT access_jti, access_exp FROM authorization_codes \
+     WHERE session_hash = $1 AND refresh_family IS NULL \
+     AND access_jti IS NOT NULL AND access_exp > $2 \
+     ON CONFLICT (jti) DO NOTHING"
+);
 
 /// The same person signed in again in the same browser: the families and unredeemed codes of
 /// the old session belong to the new one (so that its logout ends them).
@@ -1473,9 +1493,17 @@ fn move_session_families_in(
     )
     .set(authorization_codes::session_hash.eq(new_hash))
     .execute(c)?;
-    diesel::update(refresh_tokens::table.filter(refresh_tokens::session_hash.eq(old_hash)))
-        .set(refresh_tokens::session_hash.eq(new_hash))
-        .execute(c)?;
+    // As in `revoke_family_in`: a rotation committing while this waits adds a token its
+    // snapshot does not see; repeat until none is left behind.
+    for _ in 0..16 {
+        let moved =
+            diesel::update(refresh_tokens::table.filter(refresh_tokens::session_hash.eq(old_hash)))
+                .set(refresh_tokens::session_hash.eq(new_hash))
+                .execute(c)?;
+        if moved == 0 {
+            break;
+        }
+    }
     Ok(())
 }
 
@@ -2046,6 +2074,80 @@ mod tests {
             let hash = store.find_user("u").unwrap().unwrap().password_hash;
             assert_eq!(hash.as_deref(), Some("op"));
         });
+    }
+
+    /// A logout while a reset of the same person runs (the reset holds the user's row and the
+    /// session's, then wants the codes and refresh tokens): the logout takes the session row
+    /// first too, so it waits instead of deadlocking.
+    #[test]
+    fn a_logout_and_a_reset_do_not_deadlock_on_postgres() {
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            store.create_user(&user("u")).unwrap();
+            let s = Session {
+                user_id: "u".into(),
+                auth_time: 1,
+                amr: vec!["pwd".into()],
+                expires_at: 1_000,
+            };
+            assert!(store.create_session("s", &s, 1, None, None).unwrap());
+            store.save_code(&code("c")).unwrap();
+            insert_refresh(
+                &mut store.conn().unwrap(),
+                &refresh("r", "f", "s", false, "j"),
+            )
+            .unwrap();
+            let mut reset = diesel::PgConnection::establish(url).unwrap();
+            reset
+                .batch_execute(
+                    "BEGIN; UPDATE users SET password_hash = 'new' WHERE id = 'u'; \
+                     DELETE FROM sessions WHERE user_id = 'u'",
+                )
+                .unwrap();
+            let logout = std::thread::spawn({
+                let store = store.clone();
+                move || store.end_session("s", 50)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            reset
+                .batch_execute(
+                    "UPDATE authorization_codes SET consumed_at = 50 \
+                     WHERE user_id = 'u' AND consumed_at IS NULL; \
+                     UPDATE refresh_tokens SET revoked = true WHERE user_id = 'u'; COMMIT",
+                )
+                .expect("no deadlock");
+            logout.join().unwrap().expect("the logout completes");
+            assert!(store.find_refresh("r").unwrap().unwrap().0.revoked);
+        });
+    }
+
+    /// A logout deny-lists the live access tokens its codes issued to a client without refresh
+    /// tokens; an offline family's survive.
+    fn logout_reaches_access_tokens_without_a_family(store: &DbStore) {
+        store.save_code(&code("alone")).unwrap();
+        assert!(store.consume_code("alone", 20, "aj", 600, None).unwrap());
+        store.save_code(&code("offline")).unwrap();
+        let first = refresh("o1", "off", "s", true, "oj");
+        assert!(store
+            .consume_code("offline", 20, "oj", 600, Some(&first))
+            .unwrap());
+        store.save_code(&code("expired")).unwrap();
+        assert!(store.consume_code("expired", 20, "ej", 30, None).unwrap());
+        store.end_session("s", 40).unwrap();
+        assert!(store.is_jti_revoked("aj").unwrap());
+        assert!(!store.is_jti_revoked("oj").unwrap(), "offline survives");
+        assert!(!store.is_jti_revoked("ej").unwrap(), "already expired");
+    }
+
+    #[test]
+    fn logout_reaches_access_tokens_without_a_family_on_sqlite() {
+        on_sqlite(logout_reaches_access_tokens_without_a_family);
+    }
+
+    #[test]
+    fn logout_reaches_access_tokens_without_a_family_on_postgres() {
+        on_postgres(logout_reaches_access_tokens_without_a_family);
     }
 
     /// "Forgot password" asked many times at once makes one link per cooldown; the operator's
