@@ -364,12 +364,9 @@ fn serve(config: Config) -> Result<(), Failure> {
     if !ignored.is_empty() {
         tracing::warn!("ignoring {} (not settings)", ignored.join(", "));
     }
-    let system = actix_web::rt::System::new();
-    let served = system.block_on(crate::http::serve(config));
-    // Not dropped: dropping the runtime waits for every blocking call still running (an upstream
-    // request cut by a second signal takes up to 10 s); the process ends right after this.
-    std::mem::forget(system);
-    served.map_err(|e| fail(format!("{e:#}")))
+    actix_web::rt::System::new()
+        .block_on(crate::http::serve(config))
+        .map_err(|e| fail(format!("{e:#}")))
 }
 
 /// Record an operator's change in the audit log: address `cli`, the operating-system user as

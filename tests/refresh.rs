@@ -403,7 +403,12 @@ fn bound_to_client_user_and_grant(b: Backend) {
     assert!(s.cli(&["user", "unlock", "dave"]).status.success());
     let next = refresh(&s, c, &rt, None);
     assert_eq!(next.status, 200, "{}", next.body);
+    // The rotated token is no longer valid: another client revoking it is answered 200 like any
+    // invalid token (RFC 7009 2.2), and the family lives on.
+    let used = revoke(&s, o, &rt, "refresh_token");
+    assert_eq!(used.status, 200, "{}", used.body);
     let rt = str_of(&next.json(), "refresh_token").to_owned();
+    assert_eq!(introspect(&s, c, &rt, "")["active"], true);
 
     // A deleted user cannot.
     assert!(s.cli(&["user", "delete", "dave"]).status.success());
@@ -590,12 +595,20 @@ fn resource_indicators_on_code_and_refresh(b: Backend) {
     assert_eq!(next.status, 200, "still current: {}", next.body);
     let next = next.json();
     assert_eq!(payload(next["access_token"].as_str().unwrap())["aud"], API);
+    // A token for the API is not one for userinfo (RFC 8707: no replay at another resource).
+    let userinfo = |at: &str| s.post_form("/userinfo", &[("access_token", at)], None);
+    let for_api = userinfo(next["access_token"].as_str().unwrap());
+    assert_eq!(for_api.status, 401, "{}", for_api.body);
+    assert!(for_api.body.contains("invalid_token"), "{}", for_api.body);
     let plain = rotate(next["refresh_token"].as_str().unwrap(), None);
     assert_eq!(plain.status, 200, "{}", plain.body);
+    let plain = plain.json();
     assert_eq!(
-        payload(plain.json()["access_token"].as_str().unwrap())["aud"],
+        payload(plain["access_token"].as_str().unwrap())["aud"],
         s.base.as_str()
     );
+    let for_us = userinfo(plain["access_token"].as_str().unwrap());
+    assert_eq!(for_us.status, 200, "{}", for_us.body);
 }
 
 both_backends!(

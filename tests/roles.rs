@@ -112,6 +112,14 @@ fn role_restricted_client_refuses_others(b: Backend) {
     s.cli(&["user", "role", "add", "sam", "staff"]);
     let t = tokens(&s, (&id, &secret), "sam", "openid console:use");
     s.cli(&["user", "role", "remove", "sam", "staff"]);
+    // Introspection agrees with the grant: the refresh token is no longer active.
+    let looked = s.post_form(
+        "/introspect",
+        &[("token", t["refresh_token"].as_str().unwrap())],
+        Some((&id, &secret)),
+    );
+    assert_eq!(looked.status, 200, "{}", looked.body);
+    assert_eq!(looked.json()["active"], false, "{}", looked.body);
     let r = s.post_form(
         "/token",
         &[

@@ -389,6 +389,36 @@ fn full_flow_with_id_token_and_userinfo(b: Backend) {
         .header("www-authenticate")
         .unwrap()
         .contains("invalid_token"));
+    // RFC 6750: the token sent two ways, or an empty Bearer, is invalid_request (400); a body
+    // that is not a form carries no token (401, a challenge without an error code).
+    let status_and_challenge = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => (r.status(), r.header("www-authenticate").map(str::to_owned)),
+        Err(ureq::Error::Status(code, r)) => {
+            (code, r.header("www-authenticate").map(str::to_owned))
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let twice = agent()
+        .post(&s.url("/userinfo"))
+        .set("Authorization", &format!("Bearer {access}"))
+        .send_form(&[("access_token", access)]);
+    let (status, challenge) = status_and_challenge(twice);
+    assert_eq!(status, 400);
+    assert!(challenge.unwrap().contains("invalid_request"));
+    let empty = agent()
+        .get(&s.url("/userinfo"))
+        .set("Authorization", "Bearer ")
+        .call();
+    let (status, challenge) = status_and_challenge(empty);
+    assert_eq!(status, 400);
+    assert!(challenge.unwrap().contains("invalid_request"));
+    let json_body = agent()
+        .post(&s.url("/userinfo"))
+        .set("Content-Type", "application/json")
+        .send_string(&format!("{{\"access_token\":\"{access}\"}}"));
+    let (status, challenge) = status_and_challenge(json_body);
+    assert_eq!(status, 401);
+    assert_eq!(challenge.as_deref(), Some("Bearer realm=\"portcullis\""));
 
     // Consent is remembered: the same request goes straight back with a code.
     let again = browser.get(&format!("/authorize?{}", query(&params)));

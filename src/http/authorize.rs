@@ -866,21 +866,6 @@ pub async fn userinfo(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let from_header = form::authorization(&req).ok().flatten().and_then(|h| {
-        let (scheme, token) = h.trim().split_once(' ')?;
-        // RFC 7235 2.1: the scheme is case-insensitive.
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned())
-    });
-    let token = match from_header {
-        Some(t) => Some(t),
-        None if req.method() == actix_web::http::Method::POST => form::read(&req, payload)
-            .await?
-            .get("access_token")
-            .map(str::to_owned),
-        None => None,
-    };
     let bearer_error = |e: OAuthError| -> HttpResponse {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         let challenge = format!(
@@ -892,6 +877,38 @@ pub async fn userinfo(
             .insert_header((header::WWW_AUTHENTICATE, challenge))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(&e)
+    };
+    let header = form::authorization(&req).ok().flatten().map(str::trim);
+    let from_header = match header.map(|h| h.split_once(' ').unwrap_or((h, ""))) {
+        // RFC 7235 2.1: the scheme is case-insensitive.
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            let token = token.trim();
+            if token.is_empty() {
+                return Ok(bearer_error(OAuthError::invalid_request(
+                    "the Bearer credentials are empty",
+                )));
+            }
+            Some(token.to_owned())
+        }
+        _ => None,
+    };
+    // A body that is not a form carries no token (RFC 6750 2.2).
+    let from_body = if req.method() == actix_web::http::Method::POST && form::is_form(&req) {
+        form::read(&req, payload)
+            .await?
+            .get("access_token")
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    let token = match (from_header, from_body) {
+        (Some(_), Some(_)) => {
+            // RFC 6750 2: a client MUST NOT use more than one method.
+            return Ok(bearer_error(OAuthError::invalid_request(
+                "send the access token one way only: the Authorization header or the body",
+            )));
+        }
+        (header, body) => header.or(body),
     };
     let Some(token) = token else {
         // RFC 6750 3.1: no credentials, no error code.

@@ -20,13 +20,7 @@ fn too_large() -> ApiError {
 
 /// Check the content type, read the body within the limit and parse it.
 pub async fn read(req: &HttpRequest, mut payload: web::Payload) -> Result<Params, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+    if !is_form(req) {
         return Err(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",
         )
@@ -53,6 +47,17 @@ pub async fn read(req: &HttpRequest, mut payload: web::Payload) -> Result<Params
 }
 
 /// The `Authorization` header, if any; one that is not visible ASCII is `invalid_client`.
+/// Whether the request says its body is `application/x-www-form-urlencoded`.
+pub fn is_form(req: &HttpRequest) -> bool {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
 pub fn authorization(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     match req.headers().get(header::AUTHORIZATION) {
         None => Ok(None),

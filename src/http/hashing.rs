@@ -66,11 +66,11 @@ impl HashGate {
     }
 }
 
-/// The page for a sign-in that found every permit taken for the whole wait.
+/// The page for a password check that found every permit taken for the whole wait.
 fn busy() -> HttpResponse {
     let mut resp = error_page(
         StatusCode::SERVICE_UNAVAILABLE,
-        "Too many sign-ins right now",
+        "Busy right now",
         "The service is checking many passwords at once. Please try again in a few seconds.",
     );
     resp.headers_mut().insert(
@@ -87,19 +87,23 @@ mod tests {
 
     #[actix_web::test]
     async fn waits_for_a_permit_and_refuses_with_503_when_none_comes_free() {
-        let gate = HashGate::new(1, Duration::from_millis(200));
+        let gate = HashGate::new(1, Duration::from_millis(300));
         let (release, held) = mpsc::channel::<()>();
+        let (running, started) = tokio::sync::oneshot::channel::<()>();
         let first = {
             let gate = gate.clone();
             actix_web::rt::spawn(async move {
-                gate.run(move || held.recv().is_ok())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
+                gate.run(move || {
+                    let _ = running.send(());
+                    held.recv().is_ok()
+                })
+                .await
+                .ok()
+                .and_then(Result::ok)
             })
         };
-        // Let the first take the only permit.
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        // The first holds the only permit once its work runs.
+        started.await.unwrap();
         let refused = gate.run(|| 2).await.expect_err("no permit within the wait");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers().get("retry-after").unwrap(), "5");

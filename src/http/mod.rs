@@ -363,8 +363,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for addr in server.addrs() {
         tracing::info!(%addr, issuer = %state.config.issuer, "listening");
     }
+    // Listening for signals before the server runs: one arriving in between is not missed.
+    let signals = Signals::listen()?;
     let server = server.run();
-    actix_web::rt::spawn(stop_on_signals(server.handle(), state.clone()));
+    actix_web::rt::spawn(stop_on_signals(signals, server.handle(), state.clone()));
     server.await?;
     // The audit rows still queued are written before the process ends.
     let st = state.clone();
@@ -376,28 +378,42 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGTERM and SIGINT, listened for.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
 /// SIGTERM or SIGINT (Ctrl-C): stop accepting and let the requests in flight finish; a second
 /// signal ends the process at once with status 1, after a second's chance to write the queued
 /// audit rows. (actix-server's own handling stops at once on SIGINT.)
-async fn stop_on_signals(handle: actix_web::dev::ServerHandle, state: web::Data<AppState>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
-        return;
-    };
-    let first = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+async fn stop_on_signals(
+    mut signals: Signals,
+    handle: actix_web::dev::ServerHandle,
+    state: web::Data<AppState>,
+) {
+    let first = signals.next().await;
     tracing::info!(signal = first, "stopping: finishing requests in flight");
     actix_web::rt::spawn(async move { handle.stop(true).await });
-    let second = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+    let second = signals.next().await;
     tracing::warn!(
         signal = second,
         "second signal: stopping now, requests in flight are cut"

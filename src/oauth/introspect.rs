@@ -104,7 +104,8 @@ pub fn find_refresh<S: TokenStore + ?Sized>(
 /// nor deleted; confidential callers
 /// (resource servers) may introspect any, a public client only its own, as node-oidc-provider
 /// does by default. A refresh token is active when it is current (not rotated, revoked or
-/// expired), its user may still sign in, and the caller is the client it was issued to.
+/// expired), its user may still sign in and still has the roles the client requires, and the
+/// caller is the client it was issued to.
 pub fn introspect<S: TokenStore + UserStore + ClientStore + ?Sized>(
     issuer: &Issuer<'_>,
     caller: &Client,
@@ -120,7 +121,9 @@ pub fn introspect<S: TokenStore + UserStore + ClientStore + ?Sized>(
             && r.used_at.is_none()
             && r.expires_at > issuer.now
             && r.client_id == caller.client_id
-            && user.is_some_and(|u| !u.locked);
+            // The refresh grant refuses it (and ends the family) once the person lacks a role
+            // the client requires.
+            && user.is_some_and(|u| !u.locked && caller.admits(&u.roles));
         if !current {
             return Ok(Some(IntrospectionResponse::inactive()));
         }

@@ -42,7 +42,14 @@ pub fn revoke<S: TokenStore + ?Sized>(
             return Ok(None);
         };
         if r.client_id != caller.client_id {
-            return Err(foreign());
+            // An invalid token (revoked, used, expired) is no error (RFC 7009 2.2), whoever
+            // holds it; only a current one of another client's is refused.
+            let current = !r.revoked && r.used_at.is_none() && r.expires_at > issuer.now;
+            return if current {
+                Err(foreign())
+            } else {
+                Ok(Some(Revocation::Ignored))
+            };
         }
         store.revoke_family(&r.family_id, issuer.now)?;
         Ok(Some(Revocation::Revoked {

@@ -9,8 +9,8 @@ use crate::store::{ClientStore, RevocationStore, UserStore};
 /// The claims for the person behind `access_token`: `sub` always, `name` and
 /// `preferred_username` with `profile`, `email` with `email`, `phone_number` with `phone`,
 /// `address` (`{"formatted": ...}`, OIDC Core 5.1.1) with `address`; claims the person does
-/// not have are left out. The token must be one of ours, live, unrevoked, a person's, carry
-/// `openid`, and its client must still be registered.
+/// not have are left out. The token must be one of ours, for us (`aud` the issuer), live,
+/// unrevoked, a person's, carry `openid`, and its client must still be registered.
 pub fn userinfo<S: RevocationStore + UserStore + ClientStore + ?Sized>(
     issuer: &Issuer<'_>,
     access_token: &str,
@@ -19,6 +19,8 @@ pub fn userinfo<S: RevocationStore + UserStore + ClientStore + ?Sized>(
     let invalid = || OAuthError::new(ErrorCode::InvalidToken, "the access token is not valid");
     let claims = issuer
         .verify_access_token(access_token)
+        // A token for another resource (RFC 8707) is not for this one (RFC 9068 4).
+        .filter(|c| c.aud.contains(issuer.issuer))
         .ok_or_else(invalid)?;
     if store.is_jti_revoked(&claims.jti)? || !super::introspect::client_holds(store, &claims)? {
         return Err(invalid());
