@@ -466,6 +466,7 @@ fn chromium_enrols_totp_and_signs_in_with_a_code() {
     wd.click("button[type=submit]");
     wd.wait_text("h1", "Two-step verification is on");
     wd.screenshot("recovery-codes.png");
+    let recovery = wd.text("ul.codes li code");
 
     // The enrolment used this time step's code: the sign-in takes the next one.
     let step = |t: u64| t / 30;
@@ -501,6 +502,19 @@ fn chromium_enrols_totp_and_signs_in_with_a_code() {
     let r = s.post_form("/token", &form, Some((&id, &secret)));
     let claims = crate::refresh::payload(r.json()["id_token"].as_str().unwrap());
     assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]));
+
+    // A lost phone: the recovery-code form behind "Lost your phone?" (a text field, not the
+    // numeric one) signs in once.
+    wd.goto(&s.url(&format!("/authorize?{}", query(&again))));
+    wd.type_into("input[name=username]", "tomas");
+    wd.type_into("input[name=password]", crate::signin::PASSWORD);
+    wd.click("button[type=submit]");
+    wd.click("details.recovery summary");
+    wd.type_into("#recovery", &recovery);
+    wd.screenshot("totp-recovery.png");
+    wd.click("details.recovery button[type=submit]");
+    let landed = wd.wait_for_url(&redirect);
+    assert!(landed.contains("code="), "{landed}");
 }
 
 /// A reset link in Chromium: the form (screenshot), a new password, the confirmation.

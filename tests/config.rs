@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{write_file, Backend, ServerBuilder, BIN};
+use crate::common::{write_file, Backend, Server, ServerBuilder, BIN};
 
 fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
@@ -176,6 +176,33 @@ fn file_then_environment_layering() {
         jsonwebtoken::decode_header(&token).unwrap().alg,
         jsonwebtoken::Algorithm::RS256
     );
+}
+
+/// Behind a TLS proxy (an https issuer, plain http on the socket): HSTS on every response and
+/// `__Host-` cookies; with an http issuer neither.
+#[test]
+fn https_issuer_sends_hsts() {
+    let s = ServerBuilder::new(Backend::Sqlite)
+        .env("PORTCULLIS_ISSUER", "https://id.example.com")
+        .start();
+    let (id, _) = s.client(&["--redirect-uri", "https://app.example/cb"]);
+    let page = s.get(&format!(
+        "/authorize?response_type=code&client_id={id}&redirect_uri=https%3A%2F%2Fapp.example%2Fcb\
+         &scope=openid&state=s&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSW4VdIM\
+         &code_challenge_method=S256"
+    ));
+    assert_eq!(page.status, 200, "{}", page.body);
+    for r in [&page, &s.get("/jwks")] {
+        assert_eq!(
+            r.header("strict-transport-security"),
+            Some("max-age=31536000")
+        );
+    }
+    assert!(page
+        .header("set-cookie")
+        .is_some_and(|c| c.starts_with("__Host-") && c.contains("Secure")));
+    let plain = Server::start(Backend::Sqlite);
+    assert_eq!(plain.get("/jwks").header("strict-transport-security"), None);
 }
 
 #[test]

@@ -461,9 +461,12 @@ async fn next_step(
                 scope_lines,
                 csrf_token: csrf.token("consent"),
                 carried: carried(params),
+                // A native app's private-use scheme (RFC 8252 7.1) has no host: name the scheme.
                 redirect_host: url::Url::parse(&request.redirect_uri)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .map(|u| {
+                        u.host_str()
+                            .map_or_else(|| u.scheme().to_owned(), str::to_owned)
+                    })
                     .unwrap_or_default(),
             };
             render(page(StatusCode::OK), &page_data)

@@ -309,16 +309,23 @@ async fn not_found() -> HttpResponse {
     }))
 }
 
-/// Security headers on every response; pages that need more set their own CSP.
-fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
+/// Security headers on every response; pages that need more set their own CSP. With an https
+/// issuer, HSTS (a year; subdomains are not ours to speak for), so that a first visit to the
+/// login page cannot be downgraded to plain http.
+fn security_headers(https: bool) -> DefaultHeaders {
+    let headers = DefaultHeaders::new()
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::REFERRER_POLICY, "no-referrer"))
         .add((header::X_FRAME_OPTIONS, "DENY"))
         .add((
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; frame-ancestors 'none'",
-        ))
+        ));
+    if https {
+        headers.add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"))
+    } else {
+        headers
+    }
 }
 
 /// Open the database (running migrations), the keys, and serve until stopped.
@@ -350,7 +357,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let origins = app_state.cors_origins.clone();
         App::new()
             .app_data(app_state.clone())
-            .wrap(security_headers())
+            .wrap(security_headers(app_state.config.is_https()))
             .wrap(actix_web::middleware::from_fn(middleware::observe))
             .configure(|cfg| routes(cfg, &origins))
             .default_service(web::to(not_found))
