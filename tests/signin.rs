@@ -405,6 +405,15 @@ fn full_flow_with_id_token_and_userinfo(b: Backend) {
     let (status, challenge) = status_and_challenge(twice);
     assert_eq!(status, 400);
     assert!(challenge.unwrap().contains("invalid_request"));
+    let repeated = s.post_form(
+        "/userinfo",
+        &[("access_token", access), ("access_token", access)],
+        None,
+    );
+    assert_eq!(repeated.status, 400);
+    assert!(repeated
+        .header("www-authenticate")
+        .is_some_and(|c| c.contains("invalid_request")));
     let empty = agent()
         .get(&s.url("/userinfo"))
         .set("Authorization", "Bearer ")
@@ -447,7 +456,10 @@ fn untrusted_requests_never_redirect(b: Backend) {
     let s = Server::start(b);
     let (id, _) = web_client(&s, &[]);
     let mut browser = Browser::new(&s);
+    // Too long to come back in a Location header.
+    let long = "x".repeat(2049);
     for extra in [
+        ("state", long.as_str()),
         ("redirect_uri", "http://127.0.0.1:9/cb/other"),
         ("redirect_uri", "http://evil.example.com/cb"),
         ("redirect_uri", ""),
@@ -477,6 +489,8 @@ fn untrusted_requests_never_redirect(b: Backend) {
         (("max_age", "soon"), "invalid_request"),
         (("response_mode", "fragment"), "invalid_request"),
         (("response_mode", "form_post"), "invalid_request"),
+        (("nonce", long.as_str()), "invalid_request"),
+        (("login_hint", long.as_str()), "invalid_request"),
     ] {
         let p = auth_params(&id, "openid", &[extra]);
         let r = browser.get(&format!("/authorize?{}", query(&p)));

@@ -71,6 +71,32 @@ pub struct UpstreamIdentity {
     pub verified_email: Option<String>,
 }
 
+impl UpstreamIdentity {
+    /// What the provider says about the person, made fit to store: a name loses its control
+    /// characters and is cut to 200 characters (an empty one is none); an email with control
+    /// characters or whitespace, or longer than 254 bytes (RFC 5321 4.5.3.1.3), is dropped.
+    /// (A NUL made PostgreSQL refuse the row, and a very long email its index: every attempt
+    /// was a 503.)
+    pub fn tidied(mut self) -> Self {
+        self.name = self.name.and_then(|n| {
+            let kept: String = n
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_owned();
+            (!kept.is_empty()).then_some(kept)
+        });
+        self.verified_email = self.verified_email.filter(|e| {
+            !e.is_empty()
+                && e.len() <= 254
+                && !e.chars().any(|c| c.is_control() || c.is_whitespace())
+        });
+        self
+    }
+}
+
 /// Why an upstream sign-in failed. The strings are for the log: they never hold a secret, a
 /// token or a response body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,13 +191,14 @@ impl Upstreams {
         nonce: &str,
         now: UnixTime,
     ) -> Option<Result<UpstreamIdentity, FederationError>> {
-        match provider {
+        let found = match provider {
             Provider::Google => self
                 .google
                 .as_ref()
                 .map(|g| g.finish(code, pkce_verifier, nonce, now)),
             Provider::Github => self.github.as_ref().map(|g| g.finish(code, pkce_verifier)),
-        }
+        };
+        found.map(|r| r.map(UpstreamIdentity::tidied))
     }
 }
 
@@ -241,6 +268,35 @@ pub fn valid_subject(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_profiles_are_tidied_before_they_are_stored() {
+        let tidy = |name: &str, email: &str| {
+            let i = UpstreamIdentity {
+                name: Some(name.into()),
+                verified_email: Some(email.into()),
+                ..identity(None)
+            }
+            .tidied();
+            (i.name, i.verified_email)
+        };
+        assert_eq!(
+            tidy("Ada\u{0}Lovelace\n", "ada@example.com"),
+            (Some("AdaLovelace".into()), Some("ada@example.com".into()))
+        );
+        assert_eq!(
+            tidy(&"é".repeat(300), "x@example.com")
+                .0
+                .unwrap()
+                .chars()
+                .count(),
+            200
+        );
+        assert_eq!(tidy("\u{7}", "a\u{0}@example.com"), (None, None));
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert_eq!(tidy("A", &long).1, None);
+        assert_eq!(tidy("A", "a b@example.com").1, None);
+    }
 
     fn identity(email: Option<&str>) -> UpstreamIdentity {
         UpstreamIdentity {

@@ -125,6 +125,16 @@ pub(super) fn with_csrf_cookie(
 
 /// A `303 See Other` to `location` (after a POST the browser must GET).
 pub(super) fn see_other(location: &str) -> HttpResponse {
+    // Registered URIs are checked for characters a header cannot carry; should one slip by,
+    // a page, not actix's 500.
+    let Ok(location) = header::HeaderValue::from_str(location) else {
+        tracing::warn!("a redirect target cannot be sent as a Location header");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Cannot return to the application",
+            "Its registered return address is not valid. Ask its developers to register it again.",
+        );
+    };
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -897,10 +907,13 @@ pub async fn userinfo(
     };
     // A body that is not a form carries no token (RFC 6750 2.2).
     let from_body = if req.method() == actix_web::http::Method::POST && form::is_form(&req) {
-        form::read(&req, payload)
-            .await?
-            .get("access_token")
-            .map(str::to_owned)
+        match form::read(&req, payload).await {
+            Ok(p) => p.get("access_token").map(str::to_owned),
+            // A repeated or NUL-bearing parameter: invalid_request with the Bearer challenge
+            // (RFC 6750 3.1); an oversized body keeps its 413.
+            Err(e) if e.status.is_none() => return Ok(bearer_error(e.error)),
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };

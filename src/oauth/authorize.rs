@@ -54,6 +54,10 @@ pub enum AuthorizeError {
     },
 }
 
+/// The longest `state`, `nonce` or `login_hint` accepted (bytes): `state` comes back in the
+/// Location header, `nonce` in the ID token, `login_hint` in the login page.
+pub const MAX_ECHOED: usize = 2048;
+
 /// Parameters carried through the login and consent forms, so that the request can be
 /// validated again from scratch when they are posted.
 pub const CARRIED: &[&str] = &[
@@ -107,6 +111,12 @@ impl AuthorizationRequest {
             }
         };
         let state = params.get("state").map(str::to_owned);
+        // Echoed in the Location header: beyond this, proxies refuse the redirect (a 502).
+        if state.as_ref().is_some_and(|s| s.len() > MAX_ECHOED) {
+            return Err(AuthorizeError::Page(format!(
+                "The request's state is too long (over {MAX_ECHOED} characters)."
+            )));
+        }
         let fail = |code: ErrorCode, why: &str| AuthorizeError::Redirect {
             redirect_uri: redirect_uri.clone(),
             error: OAuthError::new(code, why),
@@ -119,6 +129,14 @@ impl AuthorizationRequest {
                 ErrorCode::InvalidRequest,
                 "only response_mode=query is supported",
             ));
+        }
+        for name in ["nonce", "login_hint"] {
+            if params.get(name).is_some_and(|v| v.len() > MAX_ECHOED) {
+                return Err(fail(
+                    ErrorCode::InvalidRequest,
+                    &format!("{name} is too long (over {MAX_ECHOED} characters)"),
+                ));
+            }
         }
         if params.get("request").is_some() {
             return Err(fail(

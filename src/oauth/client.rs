@@ -202,6 +202,13 @@ pub fn valid_client_id(id: &str) -> bool {
 /// RFC 9700 2.1 / RFC 6749 3.1.2: absolute, no fragment; https, or http on a loopback host
 /// (RFC 8252 7.3). Returns why not.
 pub fn check_redirect_uri(uri: &str) -> Result<(), String> {
+    // The URL parser drops tabs and newlines and trims controls, so such a URI would parse;
+    // stored as typed, it could not be sent back in a Location header.
+    if uri.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "{uri:?} must not contain spaces or control characters"
+        ));
+    }
     let url = url::Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URI"))?;
     if url.fragment().is_some() || uri.contains('#') {
         return Err(format!("{uri:?} must not contain a fragment"));

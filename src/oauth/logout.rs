@@ -54,6 +54,12 @@ impl LogoutRequest {
             (None, Some(h)) => Some(h.aud.clone()),
             (None, None) => None,
         };
+        if params
+            .get("state")
+            .is_some_and(|s| s.len() > super::authorize::MAX_ECHOED)
+        {
+            return Err("The sign-out request's state is too long.");
+        }
         Ok(Self {
             client_id,
             hint_auth_time: hint.as_ref().map(|h| h.auth_time),
