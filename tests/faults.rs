@@ -113,6 +113,8 @@ fn database_cut_under_load_loses_and_duplicates_nothing() {
             })
         };
 
+        // A failed assertion below must still stop the load, or the scope waits for it forever.
+        let _stop = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_millis(1500));
         let before = seen.lock().unwrap().ok;
         assert!(before > 20, "the load is running: {before} successes");
@@ -254,4 +256,13 @@ fn sqlite_concurrent_writers_never_see_a_locked_database() {
     });
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(!s.logs().contains("database is locked"));
+}
+
+/// Sets the flag when dropped, also while a panic unwinds.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }

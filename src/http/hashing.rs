@@ -87,7 +87,12 @@ mod tests {
 
     #[actix_web::test]
     async fn waits_for_a_permit_and_refuses_with_503_when_none_comes_free() {
-        let gate = HashGate::new(1, Duration::from_millis(300));
+        // One semaphore, two waits: a short one to be refused, a long one to be served.
+        let gate = HashGate::new(1, Duration::from_secs(10));
+        let impatient = HashGate {
+            wait: Duration::from_millis(100),
+            ..gate.clone()
+        };
         let (release, held) = mpsc::channel::<()>();
         let (running, started) = tokio::sync::oneshot::channel::<()>();
         let first = {
@@ -104,7 +109,10 @@ mod tests {
         };
         // The first holds the only permit once its work runs.
         started.await.unwrap();
-        let refused = gate.run(|| 2).await.expect_err("no permit within the wait");
+        let refused = impatient
+            .run(|| 2)
+            .await
+            .expect_err("no permit within the wait");
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.headers().get("retry-after").unwrap(), "5");
 
@@ -113,7 +121,9 @@ mod tests {
             let gate = gate.clone();
             actix_web::rt::spawn(async move { gate.run(|| 3).await.ok().and_then(Result::ok) })
         };
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        // Let it reach the semaphore (one thread: it runs while this sleeps); it must wait.
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "it waits for the permit");
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Some(true));
         assert_eq!(waiting.await.unwrap(), Some(3));

@@ -1676,6 +1676,30 @@ mod tests {
         test(&store);
     }
 
+    /// Wait until a session of the database at `url` waits for a lock (the racer of a race
+    /// test has run into the lock the test holds), for at most 20 s: a race test whose racer
+    /// came late would run in order and prove nothing.
+    fn wait_until_blocked(url: &str) {
+        let mut conn = diesel::PgConnection::establish(url).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let waiting: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "(SELECT count(*) FROM pg_stat_activity \
+                  WHERE datname = current_database() AND wait_event_type = 'Lock')",
+            ))
+            .get_result(&mut conn)
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the racer never waited for the lock"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Run `test` on a fresh, migrated PostgreSQL store (see [`with_postgres`]).
     fn on_postgres(test: impl FnOnce(&DbStore) + std::panic::UnwindSafe) {
         with_postgres(|url| {
@@ -2003,7 +2027,7 @@ mod tests {
                         .unwrap()
                 }
             });
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until_blocked(url);
             reset.batch_execute("COMMIT").unwrap();
             assert!(!racer.join().unwrap(), "the old password opened a session");
             assert!(store.find_session("late", 11, 100).unwrap().is_none());
@@ -2036,7 +2060,7 @@ mod tests {
                 let store = store.clone();
                 move || store.end_session("s", 100).unwrap()
             });
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until_blocked(url);
             redeemer.batch_execute("COMMIT").unwrap();
             assert_eq!(logout.join().unwrap(), 1, "the new family was missed");
             assert!(store.find_refresh("r1").unwrap().unwrap().0.revoked);
@@ -2063,7 +2087,7 @@ mod tests {
                 let store = store.clone();
                 move || store.complete_reset("link", "mine", 1_001).unwrap()
             });
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until_blocked(url);
             operator
                 .batch_execute(
                     "UPDATE password_resets SET used_at = 1001 \
@@ -2109,7 +2133,7 @@ mod tests {
                 let store = store.clone();
                 move || store.end_session("s", 50)
             });
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until_blocked(url);
             reset
                 .batch_execute(
                     "UPDATE authorization_codes SET consumed_at = 50 \
@@ -2214,7 +2238,7 @@ mod tests {
                         .unwrap()
                 }
             });
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until_blocked(url);
             other.batch_execute("COMMIT").unwrap();
             assert!(!racer.join().unwrap(), "a second link within the cooldown");
         });
@@ -2241,7 +2265,7 @@ mod tests {
                 let store = store.clone();
                 move || store.begin_totp("u", "seed-2", 11).unwrap()
             });
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until_blocked(url);
             holder.batch_execute("COMMIT").unwrap();
             assert!(!racer.join().unwrap(), "no new seed over a confirmed one");
             let t = store.find_totp("u").unwrap().unwrap();

@@ -226,6 +226,12 @@ impl Server {
             .append(true)
             .open(&self.log_path)
             .expect("log file");
+        // What this start writes: the log is appended to across restarts.
+        let from = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let own_log = |path: &std::path::Path| {
+            let all = std::fs::read(path).unwrap_or_default();
+            String::from_utf8_lossy(all.get(from as usize..).unwrap_or_default()).into_owned()
+        };
         let child = self
             .command()
             .arg("serve")
@@ -237,18 +243,22 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = agent().get(&self.url("/healthz")).call() {
-                if r.status() == 200 {
-                    return true;
-                }
-            }
+            // Exited first: a server another test started on the same port must not pass for
+            // this one.
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                let logs = self.logs();
-                if logs.contains("in use") {
+                if own_log(&self.log_path).contains("in use") {
                     self.child = None;
                     return false;
                 }
-                panic!("server exited with {status}: {logs}");
+                panic!("server exited with {status}: {}", self.logs());
+            }
+            // Listening: this process holds the port, so the answer is its own.
+            if own_log(&self.log_path).contains("listening") {
+                if let Ok(r) = agent().get(&self.url("/healthz")).call() {
+                    if r.status() == 200 {
+                        return true;
+                    }
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -493,7 +503,8 @@ impl From<Result<ureq::Response, ureq::Error>> for Resp {
             .into_iter()
             .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_owned())))
             .collect();
-        let body = resp.into_string().unwrap_or_default();
+        // Unreadable is a failure, not an empty body every `!contains` check would pass.
+        let body = resp.into_string().expect("a readable response body");
         Resp {
             status,
             headers,

@@ -89,6 +89,8 @@ struct Shared {
     pub authorize_requests: Mutex<Vec<HashMap<String, String>>>,
     /// Token requests answered 200.
     token_requests: Mutex<usize>,
+    /// Token requests received, counted on arrival (before any fault's delay).
+    token_arrivals: Mutex<usize>,
     /// Discovery documents served.
     discovery_hits: Mutex<usize>,
     /// Keys rotated: key 2 (kid k2) is published and signs.
@@ -132,6 +134,7 @@ impl Upstream {
             tokens: Mutex::new(HashMap::new()),
             authorize_requests: Mutex::new(Vec::new()),
             token_requests: Mutex::new(0),
+            token_arrivals: Mutex::new(0),
             discovery_hits: Mutex::new(0),
             rotated: Mutex::new(false),
             secrets: Mutex::new(Vec::new()),
@@ -195,6 +198,11 @@ impl Upstream {
 
     pub fn token_requests(&self) -> usize {
         *self.shared.token_requests.lock().unwrap()
+    }
+
+    /// Token requests that have arrived, answered or not.
+    pub fn token_arrivals(&self) -> usize {
+        *self.shared.token_arrivals.lock().unwrap()
     }
 
     pub fn discovery_hits(&self) -> usize {
@@ -374,6 +382,7 @@ fn token_error(code: &str) -> HttpResponse {
 /// The token endpoint: client authentication (Basic or form), the code once, its redirect URI,
 /// PKCE S256.
 async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    *s.token_arrivals.lock().unwrap() += 1;
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let fault = *s.fault.lock().unwrap();
     if fault == Fault::Token500 {

@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import sys
+import urllib.parse
 import warnings
 
 import requests
@@ -84,6 +85,7 @@ first_refresh = token["refresh_token"]
 refreshed = rp.refresh_token(meta["token_endpoint"], refresh_token=first_refresh)
 assert refreshed["refresh_token"] != first_refresh, "rotated"
 refreshed_claims = jwt.decode(refreshed["id_token"], jwks)
+refreshed_claims.validate()
 assert refreshed_claims["sub"] == claims["sub"]
 assert refreshed_claims["auth_time"] == claims["auth_time"]
 assert rp.get(meta["userinfo_endpoint"], timeout=10).json()["sub"] == claims["sub"]
@@ -98,6 +100,9 @@ try:
     rp.refresh_token(meta["token_endpoint"], refresh_token=refreshed["refresh_token"])
 except OAuthError as e:
     refused = e.error
+callback_params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback).query))
 print(json.dumps({"sub": claims["sub"], "userinfo": userinfo, "scope": token.get("scope"),
-                  "iss_in_callback": "iss=" in callback, "rotated": True,
+                  "iss_in_callback": callback_params.get("iss"),
+                  "rotated": refreshed["refresh_token"] != first_refresh,
+                  "refreshed_iss": refreshed_claims["iss"],
                   "refresh_after_revoke": refused}))
