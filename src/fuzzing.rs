@@ -5,7 +5,6 @@
 
 #![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -115,14 +114,14 @@ const ISSUER: &str = "https://id.example.com";
 const NOW: UnixTime = 1_800_000_000;
 
 fn keys() -> &'static KeySet {
-    static KEYS: OnceLock<(PathBuf, KeySet)> = OnceLock::new();
-    &KEYS
-        .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("portcullis-fuzz-{}", std::process::id()));
-            let set = KeySet::load_or_init(&dir, 600, NOW - 60).expect("fuzz keys");
-            (dir, set)
-        })
-        .1
+    static KEYS: OnceLock<KeySet> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        // Generated into a folder of their own, kept in memory, the folder removed.
+        let dir = std::env::temp_dir().join(format!("portcullis-fuzz-{}", std::process::id()));
+        let set = KeySet::load_or_init(&dir, 600, NOW - 60).expect("fuzz keys");
+        let _ = std::fs::remove_dir_all(&dir);
+        set
+    })
 }
 
 /// JWT verification as for access tokens (introspection, userinfo) and `id_token_hint`: no

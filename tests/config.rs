@@ -1,14 +1,10 @@
 //! Configuration: file, environment layering, and one-line errors that name the key.
 
-use std::process::Command;
-
-use crate::common::{write_file, Backend, Server, ServerBuilder, BIN};
+use crate::common::{portcullis_command, write_file, Backend, Server, ServerBuilder};
 
 fn run(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .args(args)
-        .env_remove("PORTCULLIS_CONFIG");
+    let mut cmd = portcullis_command();
+    cmd.current_dir(dir).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }

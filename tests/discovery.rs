@@ -323,7 +323,7 @@ fn database_outage_gives_503_and_recovers() {
         return;
     }
     let builder = ServerBuilder::new(Backend::Postgres);
-    let proxy = PgProxy::start("127.0.0.1:5432");
+    let proxy = PgProxy::start(&builder.pg().unwrap().server_addr());
     let url = builder.pg().unwrap().url_via(proxy.port);
     let s = builder.database_url(url).start();
     let (id, secret) = s.client(&[]);

@@ -59,7 +59,7 @@ fn database_cut_under_load_loses_and_duplicates_nothing() {
     }
     let builder = ServerBuilder::new(Backend::Postgres);
     let direct_url = builder.pg().unwrap().url.clone();
-    let proxy = PgProxy::start("127.0.0.1:5432");
+    let proxy = PgProxy::start(&builder.pg().unwrap().server_addr());
     let via_proxy = builder.pg().unwrap().url_via(proxy.port);
     let s = builder.database_url(via_proxy).start();
     user(&s, "load", &[]);

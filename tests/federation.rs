@@ -586,7 +586,7 @@ fn upstream_denial_errors_and_timeouts_show_our_page(b: Backend) {
     let took = started.elapsed();
     assert_page_with_way_back(&r, 504, "did not answer");
     assert!(
-        took >= Duration::from_secs(9) && took < Duration::from_secs(12),
+        took >= Duration::from_secs(9) && took < Duration::from_secs(17),
         "outbound calls time out after 10 s: {took:?}"
     );
     assert!(by_username(&users(&s), "google:5001").is_none());

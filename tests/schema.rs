@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 
-use crate::common::{postgres_available, PgDatabase, BIN};
+use crate::common::{postgres_available, PgDatabase};
 
 #[derive(QueryableByName, Debug)]
 struct Column {
@@ -42,9 +42,8 @@ fn normalise(t: &str) -> String {
 
 fn migrate(url: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = crate::common::portcullis_command()
         .current_dir(dir.path())
-        .env_remove("PORTCULLIS_CONFIG")
         .env("PORTCULLIS_DATABASE_URL", url)
         .arg("migrate")
         .output()

@@ -67,7 +67,7 @@ fn stop_with(signals: &[&str]) {
         Ok((status, started.elapsed()))
     });
 
-    // In flight: the server has called the upstream, which holds the answer for 12 s.
+    // In flight: the server has called the upstream, which holds the answer for 20 s.
     let deadline = Instant::now() + Duration::from_secs(10);
     while google.token_arrivals() == 0 {
         assert!(

@@ -22,6 +22,18 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
 /// PostgreSQL server for tests; `TEST_DATABASE_URL` overrides it.
+/// The binary, with none of the developer's own `PORTCULLIS_*` settings: a test sets what it
+/// means to test.
+pub fn portcullis_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PORTCULLIS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
 pub fn pg_admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -78,18 +90,37 @@ impl PgDatabase {
 
     /// The URL with host and port replaced (to go through a proxy).
     pub fn url_via(&self, port: u16) -> String {
-        self.url
-            .replace("127.0.0.1:5432", &format!("127.0.0.1:{port}"))
+        let mut url = url::Url::parse(&self.url).expect("database URL");
+        url.set_host(Some("127.0.0.1")).expect("host");
+        url.set_port(Some(port)).expect("port");
+        url.to_string()
+    }
+
+    /// `host:port` of the PostgreSQL server, for a proxy in front of it.
+    pub fn server_addr(&self) -> String {
+        let url = url::Url::parse(&self.url).expect("database URL");
+        format!(
+            "{}:{}",
+            url.host_str().unwrap_or("127.0.0.1"),
+            url.port().unwrap_or(5432)
+        )
     }
 }
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        if let Ok(mut admin) = PgConnection::establish(&pg_admin_url()) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+        let dropped = PgConnection::establish(&pg_admin_url())
+            .map_err(|e| e.to_string())
+            .and_then(|mut admin| {
+                admin
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        self.name
+                    ))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = dropped {
+            eprintln!("note: test database {} was not dropped: {e}", self.name);
         }
     }
 }
@@ -209,10 +240,8 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.current_dir(self.dir.path())
-            .env_remove("PORTCULLIS_CONFIG")
-            .env("RUST_LOG", "debug");
+        let mut cmd = portcullis_command();
+        cmd.current_dir(self.dir.path()).env("RUST_LOG", "debug");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

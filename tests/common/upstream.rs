@@ -389,7 +389,8 @@ async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Http
         return HttpResponse::InternalServerError().body("upstream is down");
     }
     if fault == Fault::TokenSlow {
-        actix_web::rt::time::sleep(Duration::from_secs(12)).await;
+        // Well past the server's 10 s timeout, so a wait for the answer shows.
+        actix_web::rt::time::sleep(Duration::from_secs(20)).await;
     }
     if fault == Fault::ErrorWith200 {
         return HttpResponse::Ok().json(json!({
