@@ -228,6 +228,26 @@ fn a_deleted_clients_tokens_are_inactive(b: Backend) {
     assert_eq!(introspect(&s, &machine, rs), json!({ "active": false }));
     assert_eq!(userinfo(person), 401);
     assert_eq!(introspect(&s, &own, rs)["active"], true);
+
+    // Registering the id again, later than the tokens (past the minute's leeway for clocks),
+    // does not bring them back.
+    let again = s.cli(&[
+        "client",
+        "create",
+        "--name",
+        "Notes again",
+        "--client-id",
+        &id,
+        "--grant-type",
+        "client_credentials",
+    ]);
+    assert!(again.status.success(), "{again:?}");
+    let later =
+        format!("UPDATE clients SET created_at = created_at + 120 WHERE client_id = '{id}'");
+    assert_eq!(crate::common::execute_sql(&s, &later), 1);
+    assert_eq!(introspect(&s, person, rs), json!({ "active": false }));
+    assert_eq!(introspect(&s, &machine, rs), json!({ "active": false }));
+    assert_eq!(userinfo(person), 401);
 }
 
 both_backends!(

@@ -327,6 +327,26 @@ fn enrolling_a_second_factor_ends_other_sessions_and_their_tokens(b: Backend) {
     assert_eq!(kept.status, 200, "{}", kept.body);
 }
 
+/// A session ends 12 hours after sign-in even while it is in use.
+fn a_session_ends_at_its_absolute_limit(b: Backend) {
+    let s = Server::start(b);
+    user(&s, "abe", &[]);
+    let (id, secret) = rp_client(&s, "Notes");
+    let c = (id.as_str(), secret.as_str());
+    let mut browser = Browser::new(&s);
+    tokens(&s, &mut browser, c, "abe", "openid notes:read");
+    assert!(silent(&mut browser, &id).contains_key("code"), "signed in");
+    // Signed in 12 hours and a minute ago, used a moment ago.
+    assert_eq!(
+        execute_sql(
+            &s,
+            "UPDATE sessions SET auth_time = auth_time - 43260, expires_at = expires_at - 43260"
+        ),
+        1
+    );
+    assert_eq!(silent(&mut browser, &id)["error"], "login_required");
+}
+
 /// The same person signing in again in a browser whose session went idle keeps their apps'
 /// refresh tokens (they move to the new session, whose logout ends them).
 fn signing_in_again_after_an_idle_session_keeps_the_tokens(b: Backend) {
@@ -492,6 +512,7 @@ fn cross_site_posts_are_retried_as_gets(b: Backend) {
 }
 
 both_backends!(
+    a_session_ends_at_its_absolute_limit,
     unredeemed_codes_follow_their_session,
     signing_out_of_an_idle_or_locked_session_ends_its_tokens,
     cross_site_posts_are_retried_as_gets,
