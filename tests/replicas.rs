@@ -35,6 +35,43 @@ fn kids(s: &Server) -> Vec<String> {
         .collect()
 }
 
+/// Replicas started at the same moment on an empty database: the migrations run once (under
+/// the advisory lock), every replica comes up and serves from the one schema.
+#[test]
+fn replicas_starting_together_migrate_once() {
+    if !postgres_available() {
+        return;
+    }
+    let first = ServerBuilder::new(Backend::Postgres);
+    let url = first.pg().expect("a database").url.clone();
+    let mut builders = vec![first];
+    for _ in 0..2 {
+        builders.push(ServerBuilder::new(Backend::Postgres).database_url(url.clone()));
+    }
+    let servers: Vec<Server> = std::thread::scope(|scope| {
+        let started: Vec<_> = builders
+            .into_iter()
+            .map(|b| scope.spawn(move || b.start()))
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let applied: usize = servers
+        .iter()
+        .map(|s| s.logs().matches("applied migrations").count())
+        .sum();
+    assert_eq!(applied, 1, "one replica applied them");
+    let (id, secret) = servers[0].client(&[]);
+    for s in &servers {
+        assert_eq!(s.get("/readyz").status, 200);
+        let token = s.post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        );
+        assert_eq!(token.status, 200, "{}", token.body);
+    }
+}
+
 #[test]
 fn two_replicas_on_one_database_answer_as_one() {
     if !postgres_available() {
