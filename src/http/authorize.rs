@@ -471,7 +471,8 @@ async fn next_step(
                 scope_lines,
                 csrf_token: csrf.token("consent"),
                 carried: carried(params),
-                // A native app's private-use scheme (RFC 8252 7.1) has no host: name the scheme.
+                // Registration admits only URIs with a host; should one lack it, the page names
+                // the scheme rather than nothing.
                 redirect_host: url::Url::parse(&request.redirect_uri)
                     .map(|u| {
                         u.host_str()
