@@ -256,6 +256,10 @@ fn enrolment_on_the_page(b: Backend) {
     let start = page.body.find(r#"<code class="secret">"#).unwrap() + 21;
     let end = start + page.body[start..].find("</code>").unwrap();
     let key = page.body[start..end].to_owned();
+    // Opening the page again (a reload, or a link from another site) shows the same seed: the
+    // one being scanned stays the one to confirm.
+    let reload = browser.get("/account/totp");
+    assert!(reload.body.contains(&key), "{}", reload.body);
     let csrf = hidden(&page.body, "csrf_token").unwrap();
 
     let r = browser.post("/account/totp", &[("code", "000000")]);

@@ -312,20 +312,34 @@ fn already_on() -> HttpResponse {
     )
 }
 
-/// `GET /account/totp`: a new seed, its QR code, and the form for the first code.
+/// `GET /account/totp`: the seed of the enrolment in progress (a new one if there is none),
+/// its QR code, and the form for the first code. A GET changes nothing once a seed is shown: a
+/// link from another site cannot restart an enrolment the person is scanning.
 pub async fn enrol_start(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let (_, user) = match signed_in(&state, &req).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
-    let secret = totp::new_secret();
-    let sealed = state.sealer.seal(&secret, &user.id);
-    let (st, uid, now) = (state.clone(), user.id.clone(), state.clock.now());
-    match stored(web::block(move || st.store.begin_totp(&uid, &sealed, now)).await) {
-        Ok(true) => {}
-        Ok(false) => return already_on(),
+    let (st, uid) = (state.clone(), user.id.clone());
+    let pending = match stored(web::block(move || st.store.find_totp(&uid)).await) {
+        Ok(Some(r)) if r.confirmed => return already_on(),
+        Ok(Some(r)) => state.sealer.open(&r.secret_sealed, &user.id).ok(),
+        Ok(None) => None,
         Err(resp) => return resp,
-    }
+    };
+    let secret = match pending {
+        Some(secret) => secret,
+        None => {
+            let secret = totp::new_secret();
+            let sealed = state.sealer.seal(&secret, &user.id);
+            let (st, uid, now) = (state.clone(), user.id.clone(), state.clock.now());
+            match stored(web::block(move || st.store.begin_totp(&uid, &sealed, now)).await) {
+                Ok(true) => secret,
+                Ok(false) => return already_on(),
+                Err(resp) => return resp,
+            }
+        }
+    };
     let csrf = Csrf::for_request(&req, &state.config);
     let resp = enrol_page(&csrf, &user, &secret, None, StatusCode::OK);
     with_csrf_cookie(resp, &csrf, &state)
