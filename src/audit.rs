@@ -122,6 +122,8 @@ pub struct Auditor {
     queue: SyncSender<AuditEvent>,
     /// Rows queued and not yet written (or given up).
     pending: Arc<AtomicUsize>,
+    /// Rows dropped because the queue was full, since start.
+    dropped: Arc<AtomicUsize>,
 }
 
 impl Auditor {
@@ -133,7 +135,11 @@ impl Auditor {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || write_loop(&*store, &rx, &left))?;
-        Ok(Self { queue, pending })
+        Ok(Self {
+            queue,
+            pending,
+            dropped: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// Wait (blocking) until every queued row is written, at most `timeout`; whether it was.
@@ -160,7 +166,12 @@ impl Auditor {
         self.pending.fetch_sub(1, Ordering::SeqCst);
         match refused {
             TrySendError::Full(e) => {
-                tracing::error!(event = %e.event, id = %e.id, "audit queue full; row only in the log");
+                // Said at the 1st, 2nd, 4th, 8th ... dropped row, not thousands of times a
+                // second while the database is away.
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::error!(event = %e.event, id = %e.id, dropped, "audit queue full; rows only in the log");
+                }
             }
             TrySendError::Disconnected(e) => {
                 tracing::error!(event = %e.event, id = %e.id, "audit writer is gone; row only in the log");

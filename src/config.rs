@@ -384,6 +384,14 @@ impl Config {
                     m.tls
                 )));
             }
+            // Without TLS the credentials cross the network in the clear: only to a relay on
+            // this machine.
+            let loopback = matches!(m.host.trim(), "localhost" | "127.0.0.1" | "::1" | "[::1]");
+            if m.tls == "none" && !m.username.is_empty() && !loopback {
+                return Err(ConfigError(
+                    "smtp.tls: \"none\" sends smtp.username and smtp.password in the clear; use starttls or tls, or a relay on this machine".into(),
+                ));
+            }
             if m.from.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(ConfigError(format!(
                     "smtp.from: {:?} is not a mail address",
@@ -469,7 +477,10 @@ fn validate_issuer(issuer: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Figment errors can chain; each becomes `key: problem (source)`, joined on one line.
+/// Figment errors can chain; each becomes `key: problem (source)`, joined on one line. Values
+/// are never repeated where they may be secret: a TOML syntax error loses the quoted source
+/// line (it may hold a password), and a wrong type for a secret or id says only what was
+/// expected.
 fn one_line(e: &figment::Error) -> String {
     e.clone()
         .into_iter()
@@ -483,7 +494,26 @@ fn one_line(e: &figment::Error) -> String {
                     None => format!(" (in {})", m.name),
                 })
                 .unwrap_or_default();
-            let kind = e.kind.to_string().replace('\n', " ");
+            if TEXT_SETTINGS.contains(&key.as_str()) {
+                if let figment::error::Kind::InvalidType(_, expected) = &e.kind {
+                    return format!("{key}: expected {expected}, the value is not shown{source}");
+                }
+            }
+            let kind = e
+                .kind
+                .to_string()
+                .lines()
+                // The parser's excerpt: `4 | password = "..."` and its gutter and caret lines.
+                .filter(|line| {
+                    !line
+                        .trim_start()
+                        .trim_start_matches(|c: char| c.is_ascii_digit())
+                        .trim_start()
+                        .starts_with('|')
+                })
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
             if key.is_empty() {
                 format!("{kind}{source}")
             } else {

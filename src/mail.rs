@@ -1,5 +1,6 @@
 //! Outgoing mail (`lettre` over SMTP): the password-reset link from the "forgot password" page.
-//! TLS by rustls over aws-lc-rs; every send ends within 10 s.
+//! TLS by rustls over aws-lc-rs; each network step of a send (connect, each read or write) times
+//! out after 10 s.
 
 use std::time::Duration;
 

@@ -81,6 +81,19 @@ fn config_errors_name_the_key() {
         let e = one_line_error(&run(d, &["client", "list"], &[("PORTCULLIS_ISSUER", bad)]));
         assert!(e.contains("issuer"), "{bad}: {e}");
     }
+    // SMTP credentials in the clear only to a relay on this machine.
+    let e = one_line_error(&run(
+        d,
+        &["client", "list"],
+        &[
+            ("PORTCULLIS_SMTP__HOST", "mail.example.com"),
+            ("PORTCULLIS_SMTP__TLS", "none"),
+            ("PORTCULLIS_SMTP__FROM", "a <a@example.com>"),
+            ("PORTCULLIS_SMTP__USERNAME", "mailer"),
+            ("PORTCULLIS_SMTP__PASSWORD", "mail-secret"),
+        ],
+    ));
+    assert!(e.contains("smtp.tls") && !e.contains("mail-secret"), "{e}");
     let e = one_line_error(&run(
         d,
         &["client", "list"],
@@ -97,6 +110,32 @@ fn config_errors_name_the_key() {
     }
     // Nothing was created by the failed commands.
     assert!(!d.join("portcullis.db").exists());
+}
+
+/// A mistake in the file next to a secret: the error names the place and the key, never the
+/// secret (a TOML syntax error quoted the line; a wrong type quoted the value).
+#[test]
+fn config_errors_do_not_repeat_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, body, says) in [
+        (
+            "escape.toml",
+            "[smtp]\nhost = \"127.0.0.1\"\nfrom = \"a <a@example.com>\"\npassword = \"hunter2\\q-secret\"\n",
+            "line 4",
+        ),
+        (
+            "number.toml",
+            "[smtp]\nhost = \"127.0.0.1\"\nfrom = \"a <a@example.com>\"\npassword = 9817263544\n",
+            "smtp.password",
+        ),
+        ("metrics.toml", "metrics_token = 9817263544981726\n", "metrics_token"),
+    ] {
+        write_file(d, name, body);
+        let e = one_line_error(&run(d, &["--config", name, "client", "list"], &[]));
+        assert!(e.contains(says), "{name}: {e}");
+        assert!(!e.contains("hunter2") && !e.contains("98172635"), "{name}: {e}");
+    }
 }
 
 /// Other programs' `PORTCULLIS_*` variables (Kubernetes sets `PORTCULLIS_PORT` and more for a

@@ -248,6 +248,8 @@ fn metrics_behind_a_bearer_token(b: Backend) {
     );
     assert_eq!(scrape(Some("Bearer scrape-0123456789abcdeX")).status, 401);
     assert_eq!(scrape(Some(&format!("Basic {TOKEN}"))).status, 401);
+    // The scheme is case-insensitive (RFC 7235 2.1).
+    assert_eq!(scrape(Some(&format!("bearer {TOKEN}"))).status, 200);
     let ok = scrape(Some(&format!("Bearer {TOKEN}")));
     assert_eq!(ok.status, 200);
     assert!(

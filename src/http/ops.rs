@@ -33,8 +33,10 @@ pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpRespon
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.trim().split_once(' '))
+            // RFC 7235 2.1: the scheme is case-insensitive.
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         if !opaque::verify_secret(presented, &opaque::hash_secret(token)) {
             return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="metrics""#))
