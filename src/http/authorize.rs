@@ -892,19 +892,13 @@ pub async fn userinfo(
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(&e)
     };
-    let header = form::authorization(&req).ok().flatten().map(str::trim);
-    let from_header = match header.map(|h| h.split_once(' ').unwrap_or((h, ""))) {
-        // RFC 7235 2.1: the scheme is case-insensitive.
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            let token = token.trim();
-            if token.is_empty() {
-                return Ok(bearer_error(OAuthError::invalid_request(
-                    "the Bearer credentials are empty",
-                )));
-            }
-            Some(token.to_owned())
+    let from_header = match form::bearer(&req) {
+        Some("") => {
+            return Ok(bearer_error(OAuthError::invalid_request(
+                "the Bearer credentials are empty",
+            )))
         }
-        _ => None,
+        other => other.map(str::to_owned),
     };
     // A body that is not a form carries no token (RFC 6750 2.2).
     let from_body = if req.method() == actix_web::http::Method::POST && form::is_form(&req) {

@@ -58,6 +58,14 @@ pub fn is_form(req: &HttpRequest) -> bool {
     essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
 }
 
+/// The credentials of an `Authorization: Bearer …` header (the scheme is case-insensitive,
+/// RFC 7235 2.1): `None` without such a header, `Some("")` when it carries nothing.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    let h = authorization(req).ok().flatten()?.trim();
+    let (scheme, token) = h.split_once(' ').unwrap_or((h, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 pub fn authorization(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     match req.headers().get(header::AUTHORIZATION) {
         None => Ok(None),

@@ -29,14 +29,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// token (compared in constant time).
 pub async fn metrics(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     if let Some(token) = &state.config.metrics_token {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            // RFC 7235 2.1: the scheme is case-insensitive.
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, token)| token.trim());
+        let presented = super::form::bearer(&req).unwrap_or("");
         if !opaque::verify_secret(presented, &opaque::hash_secret(token)) {
             return HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="metrics""#))
