@@ -44,7 +44,7 @@ use error::ApiError;
 const CLIENT_CACHE_TTL: Duration = Duration::from_secs(5);
 /// How often the key folder is checked for changes.
 const KEY_REFRESH: Duration = Duration::from_secs(5);
-/// How long in-flight requests may run after SIGTERM.
+/// How long in-flight requests may run after SIGTERM or SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// How long queued audit rows may take to be written at shutdown.
 const AUDIT_DRAIN: Duration = Duration::from_secs(5);
