@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::clock::UnixTime;
 use crate::crypto::opaque;
-use crate::store::{AuditStore, StoreResult};
+use crate::store::{AuditStore, StoreError, StoreResult};
 
 const QUEUE: usize = 10_000;
 const BATCH: usize = 1000;
@@ -191,24 +191,60 @@ fn write_loop(store: &dyn AuditStore, rx: &Receiver<AuditEvent>, pending: &Atomi
             std::thread::sleep(LINGER);
             batch.extend(rx.try_iter().take(BATCH - batch.len()));
         }
-        // A database outage: retry the batch for a while rather than drop it.
-        let mut delay = std::time::Duration::from_millis(100);
-        loop {
-            match store.append_audit(&batch) {
-                Ok(()) => break,
-                Err(error) if delay < std::time::Duration::from_secs(30) => {
-                    tracing::warn!(%error, rows = batch.len(), "audit rows not written yet; retrying");
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                Err(error) => {
-                    tracing::error!(%error, rows = batch.len(), "audit rows dropped from the table (they are in the log)");
-                    break;
-                }
-            }
-        }
+        write_batch(store, &batch);
         pending.fetch_sub(batch.len(), Ordering::SeqCst);
     }
+}
+
+/// Write `batch`, keeping every row the database accepts. While the database is away the batch
+/// is retried for about 50 s (then dropped: the rows are in the log). If the database answers a
+/// ping and refused the batch at once (a refused value, not a lock wait or a timeout), some row
+/// is at fault: the batch is halved until the refused rows stand alone, and only they are
+/// dropped, so one bad row neither holds the writer up nor takes its batch-mates with it. A panic
+/// in the store is handled as such a refusal.
+fn write_batch(store: &dyn AuditStore, batch: &[AuditEvent]) {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let started = std::time::Instant::now();
+        let error = match append_caught(store, batch) {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        let at_once = started.elapsed() < std::time::Duration::from_secs(1);
+        if at_once && pings(store) {
+            match batch {
+                [row] => {
+                    tracing::error!(%error, event = %row.event, id = %row.id, "audit row refused by the database (it is in the log)")
+                }
+                _ => {
+                    let (left, right) = batch.split_at(batch.len() / 2);
+                    write_batch(store, left);
+                    write_batch(store, right);
+                }
+            }
+            return;
+        }
+        if delay >= std::time::Duration::from_secs(30) {
+            tracing::error!(%error, rows = batch.len(), "audit rows dropped from the table (they are in the log)");
+            return;
+        }
+        tracing::warn!(%error, rows = batch.len(), "audit rows not written yet; retrying");
+        std::thread::sleep(delay);
+        delay *= 2;
+    }
+}
+
+fn pings(store: &dyn AuditStore) -> bool {
+    matches!(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.ping())),
+        Ok(Ok(()))
+    )
+}
+
+/// `store.append_audit(batch)`, a panic in it turned into an error.
+fn append_caught(store: &dyn AuditStore, batch: &[AuditEvent]) -> StoreResult<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.append_audit(batch)))
+        .unwrap_or_else(|_| Err(StoreError::Database("the audit store panicked".into())))
 }
 
 /// Write `event` now (the command line), and log it.
@@ -223,14 +259,45 @@ mod tests {
 
     use super::*;
 
-    /// Counts the transactions and keeps the rows.
+    use std::sync::atomic::AtomicBool;
+
+    use crate::store::Maintenance;
+
+    /// Counts the transactions and keeps the rows. While `down`, neither a write nor a ping
+    /// gets through; a batch holding a `poison` event is refused, one holding `panic` panics.
     #[derive(Default)]
     struct Recorder {
         batches: Mutex<Vec<Vec<String>>>,
+        down: AtomicBool,
+        failed_writes: AtomicUsize,
+    }
+
+    impl Maintenance for Recorder {
+        fn ping(&self) -> StoreResult<()> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("down".into()));
+            }
+            Ok(())
+        }
+        fn purge_expired(&self, _: UnixTime, _: i64) -> StoreResult<usize> {
+            Ok(0)
+        }
     }
 
     impl AuditStore for Recorder {
         fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+            if self.down.load(Ordering::SeqCst) {
+                self.failed_writes.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::Database("connection refused".into()));
+            }
+            if events.iter().any(|e| e.event == "panic") {
+                self.failed_writes.fetch_add(1, Ordering::SeqCst);
+                panic!("a store bug");
+            }
+            if events.iter().any(|e| e.event == "poison") {
+                self.failed_writes.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::Database("value too long".into()));
+            }
             let ids = events.iter().map(|e| e.id.clone()).collect();
             self.batches.lock().unwrap().push(ids);
             Ok(())
@@ -284,5 +351,88 @@ mod tests {
         auditor.record(AuditEvent::new("login.success", 1));
         assert!(auditor.drain(std::time::Duration::from_secs(2)));
         assert_eq!(store.batches.lock().unwrap().len(), 1);
+    }
+
+    /// Records `events` (by name) as one burst; their ids in order.
+    fn burst(auditor: &Auditor, events: &[&str]) -> Vec<String> {
+        events
+            .iter()
+            .map(|name| {
+                let e = AuditEvent::new(name, 1);
+                let id = e.id.clone();
+                auditor.record(e);
+                id
+            })
+            .collect()
+    }
+
+    fn written(store: &Recorder) -> Vec<String> {
+        let mut ids: Vec<String> = store.batches.lock().unwrap().concat();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_row_the_database_refuses_is_dropped_alone_and_at_once() {
+        let store = Arc::new(Recorder::default());
+        let auditor = Auditor::start(store.clone()).unwrap();
+        let mut names = vec!["token.issued"; 40];
+        names[17] = "poison";
+        let ids = burst(&auditor, &names);
+        let started = std::time::Instant::now();
+        assert!(auditor.drain(std::time::Duration::from_secs(5)));
+        // Halving finds the row at once; the outage schedule would have held the batch for
+        // about 50 s and then dropped all 40.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let mut expected: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 17)
+            .map(|(_, id)| id.clone())
+            .collect();
+        expected.sort();
+        assert_eq!(written(&store), expected);
+    }
+
+    #[test]
+    fn a_panic_in_the_store_costs_its_row_not_the_writer() {
+        let store = Arc::new(Recorder::default());
+        let auditor = Auditor::start(store.clone()).unwrap();
+        let first = burst(&auditor, &["login.success", "panic", "login.failure"]);
+        assert!(auditor.drain(std::time::Duration::from_secs(5)));
+        // The writer thread is still there for the next row.
+        let later = burst(&auditor, &["logout"]);
+        assert!(auditor.drain(std::time::Duration::from_secs(5)));
+        let mut expected = vec![first[0].clone(), first[2].clone(), later[0].clone()];
+        expected.sort();
+        assert_eq!(written(&store), expected);
+    }
+
+    #[test]
+    fn a_batch_written_during_an_outage_waits_whole_for_the_database() {
+        let store = Arc::new(Recorder::default());
+        let auditor = Auditor::start(store.clone()).unwrap();
+        store.down.store(true, Ordering::SeqCst);
+        let mut ids = burst(&auditor, &["token.issued"; 10]);
+        // Refused at least twice (100 ms apart), and not split: nothing to blame on a row.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while store.failed_writes.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer stopped retrying"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!auditor.drain(std::time::Duration::from_millis(50)));
+        store.down.store(false, Ordering::SeqCst);
+        assert!(auditor.drain(std::time::Duration::from_secs(5)));
+        let batches = store.batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 1, "one transaction after the outage");
+        ids.sort();
+        assert_eq!(written(&store), ids);
     }
 }

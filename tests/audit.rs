@@ -8,7 +8,7 @@ use diesel::{Connection, RunQueryDsl};
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::common::{Backend, Server, ServerBuilder};
+use crate::common::{execute_sql, Backend, Server, ServerBuilder};
 use crate::refresh::{refresh, revoke, rp_client, BYE};
 use crate::signin::{
     auth_params, login_attempt, query, redeem, sign_in, user, Browser, PASSWORD, VERIFIER,
@@ -252,7 +252,78 @@ fn operator_changes_are_audited_and_the_table_is_append_only(b: Backend) {
     assert_eq!(events(&s, &[]).len(), rows.len());
 }
 
+/// A row the database refuses (here a trigger refuses one client's rows) is dropped on its own,
+/// at once: the rows written in the same batch land, and the writer goes on.
+fn a_row_the_database_refuses_costs_only_itself(b: Backend) {
+    let s = Server::start(b);
+    let (good, good_secret) = s.client(&[]);
+    let (bad, bad_secret) = s.client(&[]);
+    if b == Backend::Sqlite {
+        execute_sql(
+            &s,
+            &format!(
+                "CREATE TRIGGER refuse_client BEFORE INSERT ON audit_events \
+                 WHEN NEW.client_id = '{bad}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            ),
+        );
+    } else {
+        execute_sql(
+            &s,
+            &format!(
+                "CREATE FUNCTION refuse_client() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.client_id = '{bad}' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+        );
+        execute_sql(
+            &s,
+            "CREATE TRIGGER refuse_client BEFORE INSERT ON audit_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_client()",
+        );
+    }
+    // Interleaved, so that refused rows share the writer's batches with good ones.
+    let started = Instant::now();
+    for _ in 0..10 {
+        s.cc_token(&good, &good_secret, None);
+        s.cc_token(&bad, &bad_secret, None);
+    }
+    let issued = |client: &str| {
+        events(&s, &["--client", client])
+            .iter()
+            .filter(|e| e["event"] == "token.issued")
+            .count()
+    };
+    let deadline = started + Duration::from_secs(5);
+    loop {
+        let issued = issued(&good);
+        if issued == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{issued} of the good client's 10 rows after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(issued(&bad), 0);
+    // Each refused row was named in the log (and is in its JSON audit line).
+    let logs = s.logs();
+    assert_eq!(
+        logs.matches("audit row refused by the database").count(),
+        10,
+        "{logs}"
+    );
+    // The writer is still there.
+    s.cc_token(&good, &good_secret, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while issued(&good) < 11 {
+        assert!(Instant::now() < deadline, "the writer stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 both_backends!(
+    a_row_the_database_refuses_costs_only_itself,
     a_full_sign_in_is_audited_without_secrets,
     refresh_reuse_attack_is_audited,
     operator_changes_are_audited_and_the_table_is_append_only,

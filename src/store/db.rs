@@ -85,7 +85,8 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, t: &mut Tracked) -> bool {
-        t.conn.is_broken()
+        // A connection given back while its thread unwinds may be inside a transaction.
+        std::thread::panicking() || t.conn.is_broken()
     }
 }
 

@@ -550,8 +550,8 @@ pub trait ResetStore: Send + Sync {
     ) -> StoreResult<Option<String>>;
 }
 
-/// The append-only audit log.
-pub trait AuditStore: Send + Sync {
+/// The append-only audit log (and a ping, to tell a database away from a row it refuses).
+pub trait AuditStore: Maintenance {
     /// Append rows, all in one transaction.
     fn append_audit(&self, events: &[crate::audit::AuditEvent]) -> StoreResult<()>;
     /// Rows matching `filter`, oldest first (the newest `filter.limit`).
