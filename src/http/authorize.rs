@@ -517,8 +517,10 @@ async fn issue_code(
         refresh_family: None,
     };
     let st = state.clone();
-    if let Err(resp) = stored(web::block(move || st.store.save_code(&record)).await) {
-        return resp;
+    match stored(web::block(move || st.store.save_code(&record)).await) {
+        Ok(true) => {}
+        Ok(false) => return session_ended(),
+        Err(resp) => return resp,
     }
     state.record(
         state
@@ -773,6 +775,16 @@ pub(super) fn password_changed() -> HttpResponse {
         StatusCode::UNAUTHORIZED,
         "Sign in again",
         "The password of this account was changed while you were signing in. Go back to the application and sign in with the new password.",
+    )
+}
+
+/// The session ended (a logout, a password change, another sign-in) while its code was being
+/// issued.
+fn session_ended() -> HttpResponse {
+    error_page(
+        StatusCode::UNAUTHORIZED,
+        "Sign in again",
+        "You were signed out while this sign-in was completing. Go back to the application and sign in again.",
     )
 }
 

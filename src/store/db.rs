@@ -885,25 +885,38 @@ type CodeRow = (
 );
 
 impl CodeStore for DbStore {
-    fn save_code(&self, c: &CodeRecord) -> StoreResult<()> {
+    fn save_code(&self, c: &CodeRecord) -> StoreResult<bool> {
         use authorization_codes::dsl as t;
-        diesel::insert_into(authorization_codes::table)
-            .values((
-                t::code_hash.eq(&c.code_hash),
-                t::client_id.eq(&c.client_id),
-                t::redirect_uri.eq(&c.redirect_uri),
-                t::user_id.eq(&c.user_id),
-                t::session_hash.eq(&c.session_hash),
-                t::scope.eq(&c.scope),
-                t::nonce.eq(&c.nonce),
-                t::code_challenge.eq(&c.code_challenge),
-                t::auth_time.eq(c.auth_time),
-                t::amr.eq(to_json(&c.amr)),
-                t::expires_at.eq(c.expires_at),
-            ))
-            .execute(&mut *self.conn()?)
-            .map(|_| ())
-            .map_err(db_err)
+        let mut conn = self.conn()?;
+        conn.transaction(|conn| {
+            // The session row, held: a logout, a password change or a new sign-in deletes it
+            // before spending the session's codes, so it either waits for this code (then
+            // spends it) or has already ended the session (then no code is written). Without
+            // it, a code from a session read before the end landed after it and lived on.
+            let held = diesel::update(sessions::table.find(&c.session_hash))
+                .set(sessions::id_hash.eq(sessions::id_hash))
+                .execute(conn)?;
+            if held == 0 {
+                return Ok(false);
+            }
+            diesel::insert_into(authorization_codes::table)
+                .values((
+                    t::code_hash.eq(&c.code_hash),
+                    t::client_id.eq(&c.client_id),
+                    t::redirect_uri.eq(&c.redirect_uri),
+                    t::user_id.eq(&c.user_id),
+                    t::session_hash.eq(&c.session_hash),
+                    t::scope.eq(&c.scope),
+                    t::nonce.eq(&c.nonce),
+                    t::code_challenge.eq(&c.code_challenge),
+                    t::auth_time.eq(c.auth_time),
+                    t::amr.eq(to_json(&c.amr)),
+                    t::expires_at.eq(c.expires_at),
+                ))
+                .execute(conn)?;
+            Ok(true)
+        })
+        .map_err(db_err)
     }
 
     fn find_code(&self, code_hash: &str) -> StoreResult<Option<CodeRecord>> {
@@ -1485,12 +1498,11 @@ fn move_session_families_in(
     old_hash: &str,
     new_hash: &str,
 ) -> QueryResult<()> {
-    // Codes not yet redeemed follow too, so the families they start belong to the session
-    // that is signed in.
+    // Codes follow too: those not yet redeemed, so the families they start belong to the
+    // session that is signed in; redeemed ones, so that a logout still deny-lists the access
+    // tokens they issued without a family.
     diesel::update(
-        authorization_codes::table
-            .filter(authorization_codes::session_hash.eq(old_hash))
-            .filter(authorization_codes::consumed_at.is_null()),
+        authorization_codes::table.filter(authorization_codes::session_hash.eq(old_hash)),
     )
     .set(authorization_codes::session_hash.eq(new_hash))
     .execute(c)?;
@@ -1731,18 +1743,87 @@ mod tests {
         }
     }
 
+    /// Session "s" of user "u", which `code()` names.
+    fn open_session_s(store: &DbStore) {
+        let s = Session {
+            user_id: "u".into(),
+            auth_time: 1,
+            amr: vec!["pwd".into()],
+            expires_at: 50_000,
+        };
+        assert!(store.create_session("s", &s, 1, None, None).unwrap());
+    }
+
+    /// A code is written only while its session lives: one issued from a session read before
+    /// a logout or a password change, and written after it, is not written at all.
+    fn no_code_outlives_its_session(store: &DbStore) {
+        store.create_user(&user("u")).unwrap();
+        open_session_s(store);
+        store.end_session("s", 2).unwrap();
+        assert!(!store.save_code(&code("after-logout")).unwrap());
+        open_session_s(store);
+        assert!(store.set_password("u", "new-hash", 3).unwrap());
+        assert!(!store.save_code(&code("after-reset")).unwrap());
+        for c in ["after-logout", "after-reset"] {
+            assert!(store.find_code(c).unwrap().is_none(), "{c} was written");
+        }
+    }
+
+    #[test]
+    fn no_code_outlives_its_session_on_sqlite() {
+        on_sqlite(no_code_outlives_its_session);
+    }
+
+    #[test]
+    fn no_code_outlives_its_session_on_postgres() {
+        on_postgres(no_code_outlives_its_session);
+    }
+
+    /// A logout that comes while a code is being written waits for it, then spends it.
+    #[test]
+    fn a_logout_racing_a_code_being_written_spends_it_on_postgres() {
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            store.create_user(&user("u")).unwrap();
+            open_session_s(&store);
+            // What save_code does, held open.
+            let mut writer = diesel::PgConnection::establish(url).unwrap();
+            writer
+                .batch_execute(
+                    "BEGIN; UPDATE sessions SET id_hash = id_hash WHERE id_hash = 's'; \
+                     INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, \
+                     user_id, session_hash, scope, auth_time, amr, expires_at) VALUES ('k', 'c', \
+                     'https://app.example/cb', 'u', 's', 'openid', 1, '[\"pwd\"]', 70)",
+                )
+                .unwrap();
+            let logout = std::thread::spawn({
+                let store = store.clone();
+                move || store.end_session("s", 20).unwrap()
+            });
+            wait_until_blocked(url);
+            writer.batch_execute("COMMIT").unwrap();
+            logout.join().unwrap();
+            assert!(
+                !store.consume_code("k", 21, "j", 600, None).unwrap(),
+                "the code outlived the logout"
+            );
+        });
+    }
+
     /// The purge keeps what a replay or a family's end still needs: a used code while its
     /// refresh family lives, a refresh row while the access token issued with it lives.
     fn purge_keeps_what_replays_and_revocation_need(store: &DbStore) {
         store.create_user(&user("u")).unwrap();
+        open_session_s(store);
         // A code whose family lives until 200,000, and one that started no family.
-        store.save_code(&code("with-family")).unwrap();
+        assert!(store.save_code(&code("with-family")).unwrap());
         let mut first = refresh("fam-1", "fam", "s", true, "fj");
         first.expires_at = 200_000;
         assert!(store
             .consume_code("with-family", 60, "fj", 600, Some(&first))
             .unwrap());
-        store.save_code(&code("alone")).unwrap();
+        assert!(store.save_code(&code("alone")).unwrap());
         assert!(store.consume_code("alone", 60, "aj", 600, None).unwrap());
         let day_later = 70 + CODE_RETENTION_SECS + 1;
         store.purge_expired(day_later, 100).unwrap();
@@ -1861,12 +1942,12 @@ mod tests {
         assert!(store
             .create_session("s1", &of("u"), 10, None, None)
             .unwrap());
-        store
+        assert!(store
             .save_code(&CodeRecord {
                 session_hash: "s1".into(),
                 ..code("c1")
             })
-            .unwrap();
+            .unwrap());
         insert_refresh(
             &mut store.conn().unwrap(),
             &refresh("r1", "f1", "s1", false, "j1"),
@@ -2044,7 +2125,8 @@ mod tests {
             let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
             store.migrate().unwrap();
             store.create_user(&user("u")).unwrap();
-            store.save_code(&code("k")).unwrap();
+            open_session_s(&store);
+            assert!(store.save_code(&code("k")).unwrap());
             let mut redeemer = diesel::PgConnection::establish(url).unwrap();
             redeemer
                 .batch_execute(
@@ -2117,7 +2199,7 @@ mod tests {
                 expires_at: 1_000,
             };
             assert!(store.create_session("s", &s, 1, None, None).unwrap());
-            store.save_code(&code("c")).unwrap();
+            assert!(store.save_code(&code("c")).unwrap());
             insert_refresh(
                 &mut store.conn().unwrap(),
                 &refresh("r", "f", "s", false, "j"),
@@ -2150,19 +2232,49 @@ mod tests {
     /// A logout deny-lists the live access tokens its codes issued to a client without refresh
     /// tokens; an offline family's survive.
     fn logout_reaches_access_tokens_without_a_family(store: &DbStore) {
-        store.save_code(&code("alone")).unwrap();
+        open_session_s(store);
+        assert!(store.save_code(&code("alone")).unwrap());
         assert!(store.consume_code("alone", 20, "aj", 600, None).unwrap());
-        store.save_code(&code("offline")).unwrap();
+        assert!(store.save_code(&code("offline")).unwrap());
         let first = refresh("o1", "off", "s", true, "oj");
         assert!(store
             .consume_code("offline", 20, "oj", 600, Some(&first))
             .unwrap());
-        store.save_code(&code("expired")).unwrap();
+        assert!(store.save_code(&code("expired")).unwrap());
         assert!(store.consume_code("expired", 20, "ej", 30, None).unwrap());
         store.end_session("s", 40).unwrap();
         assert!(store.is_jti_revoked("aj").unwrap());
         assert!(!store.is_jti_revoked("oj").unwrap(), "offline survives");
         assert!(!store.is_jti_revoked("ej").unwrap(), "already expired");
+    }
+
+    /// The same, after the person signed in again on that browser (the session replaced).
+    fn logout_after_a_new_sign_in_reaches_the_old_sessions_access_tokens(store: &DbStore) {
+        store.create_user(&user("u")).unwrap();
+        open_session_s(store);
+        assert!(store.save_code(&code("alone")).unwrap());
+        assert!(store.consume_code("alone", 20, "aj", 600, None).unwrap());
+        let again = Session {
+            user_id: "u".into(),
+            auth_time: 21,
+            amr: vec!["pwd".into()],
+            expires_at: 50_000,
+        };
+        assert!(store
+            .create_session("s2", &again, 21, None, Some("s"))
+            .unwrap());
+        store.end_session("s2", 40).unwrap();
+        assert!(store.is_jti_revoked("aj").unwrap());
+    }
+
+    #[test]
+    fn logout_after_a_new_sign_in_reaches_the_old_sessions_access_tokens_on_sqlite() {
+        on_sqlite(logout_after_a_new_sign_in_reaches_the_old_sessions_access_tokens);
+    }
+
+    #[test]
+    fn logout_after_a_new_sign_in_reaches_the_old_sessions_access_tokens_on_postgres() {
+        on_postgres(logout_after_a_new_sign_in_reaches_the_old_sessions_access_tokens);
     }
 
     #[test]

@@ -204,8 +204,9 @@ pub struct CodeRecord {
 
 /// Authorization codes.
 pub trait CodeStore: Send + Sync {
-    /// Store a new code.
-    fn save_code(&self, code: &CodeRecord) -> StoreResult<()>;
+    /// Store a new code, in the same transaction as a hold on its session's row; `false` (and
+    /// nothing written) if the session has ended.
+    fn save_code(&self, code: &CodeRecord) -> StoreResult<bool>;
     /// A code by hash, consumed or not.
     fn find_code(&self, code_hash: &str) -> StoreResult<Option<CodeRecord>>;
     /// Redeem: one atomic statement that succeeds for exactly one caller, recording the access
