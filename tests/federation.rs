@@ -600,6 +600,7 @@ fn tampered_upstream_id_tokens_are_refused(b: Backend) {
     for (n, fault) in [
         Fault::WrongSignature,
         Fault::WrongAudience,
+        Fault::OtherAuthorizedParty,
         Fault::WrongNonce,
         Fault::ExpiredBy(120),
         Fault::WrongIssuer,
@@ -669,7 +670,42 @@ fn request_checked_again_when_the_person_returns(b: Backend) {
     assert!(users(&s).is_empty());
 }
 
+/// Each start stores a row until it expires: an address gets `login.ip_max_failures` starts
+/// that have not come back, and one that comes back is given back.
+fn unfinished_starts_are_limited_per_address(b: Backend) {
+    let google = Upstream::google();
+    let s = server_with(
+        b,
+        &[&google],
+        false,
+        &[("PORTCULLIS_LOGIN__IP_MAX_FAILURES", "3")],
+    );
+    let (id, _) = app(&s, false);
+    let params = auth_params(&id, "openid photos:read", &[]);
+    google.set_person(Person::new("4002", None, false));
+    let mut browser = Browser::new(&s);
+    let first = begin(&mut browser, &params, "google");
+    begin(&mut browser, &params, "google");
+    // Another browser on the same address shares the budget.
+    begin(&mut Browser::new(&s), &params, "google");
+    let login = browser.get(&format!("/authorize?{}", query(&params)));
+    let fields = form_fields(&login.body, "/login/google");
+    let refused = post_fields(&mut browser, "/login/google", &fields, &[]);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(
+        refused.body.contains("Too many unfinished"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.header("location").is_none());
+    // The first one comes back: signed in, and a start is free again.
+    let callback = at_provider(&mut browser, &first);
+    assert_eq!(browser.get_url(&callback).status, 303);
+    begin(&mut Browser::new(&s), &params, "google");
+}
+
 both_backends!(
+    unfinished_starts_are_limited_per_address,
     google_sign_in_creates_then_recognises_the_user,
     github_sign_in_uses_only_a_primary_verified_email,
     email_links_only_after_the_local_password,

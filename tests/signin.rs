@@ -458,6 +458,7 @@ fn untrusted_requests_never_redirect(b: Backend) {
     let mut browser = Browser::new(&s);
     // Too long to come back in a Location header.
     let long = "x".repeat(2049);
+    let longer = "x".repeat(8193);
     for extra in [
         ("state", long.as_str()),
         ("redirect_uri", "http://127.0.0.1:9/cb/other"),
@@ -500,6 +501,16 @@ fn untrusted_requests_never_redirect(b: Backend) {
         assert_eq!(q.get("state").map(String::as_str), Some("st-123"));
         assert_eq!(q.get("iss"), Some(&s.base));
     }
+    // Carried through the pages and stored during an upstream sign-in: refused for its length
+    // before it is read as a token.
+    let p = auth_params(&id, "openid", &[("id_token_hint", longer.as_str())]);
+    let (_, q) = location_params(&browser.get(&format!("/authorize?{}", query(&p))));
+    assert_eq!(q.get("error").map(String::as_str), Some("invalid_request"));
+    assert!(
+        q.get("error_description")
+            .is_some_and(|d| d.contains("too long")),
+        "{q:?}"
+    );
 }
 
 /// A redirect URI registered on a loopback IP matches on any port (RFC 8252 7.3, native apps);
@@ -657,6 +668,18 @@ fn pkce_and_code_rules(b: Backend) {
         Some((&id, &secret)),
     );
     wrong_uri.assert_error(400, "invalid_grant");
+    // The authorization request had one, so the token request must (RFC 6749 4.1.3).
+    let no_uri = s.post_form(
+        "/token",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", VERIFIER),
+        ],
+        Some((&id, &secret)),
+    );
+    no_uri.assert_error(400, "invalid_request");
+    assert!(no_uri.body.contains("redirect_uri"), "{}", no_uri.body);
     assert_eq!(redeem(&s, &id, &secret, &code, Some(VERIFIER)).status, 200);
 
     // 50 concurrent redemptions of one fresh code: exactly one wins.

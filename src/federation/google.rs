@@ -204,6 +204,15 @@ impl Google {
                 }
                 other => FederationError::InvalidIdToken(other.to_string()),
             })?;
+            // OIDC Core 3.1.3.7 step 5, which the verifier leaves out: an `azp` names us.
+            if claims
+                .authorized_party()
+                .is_some_and(|azp| azp.as_str() != self.config.client_id)
+            {
+                return Err(FederationError::InvalidIdToken(
+                    "azp is another client".into(),
+                ));
+            }
             let subject = claims.subject().as_str().to_owned();
             if !valid_subject(&subject) {
                 return Err(FederationError::InvalidIdToken("unusable sub".into()));

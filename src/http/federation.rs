@@ -70,6 +70,19 @@ fn request_query(params: &Params) -> String {
     q.finish()
 }
 
+/// The per-address budget of upstream starts that have not come back.
+fn upstream_budget(ip: &str) -> String {
+    format!("upstream:{ip}")
+}
+
+fn too_many_starts() -> HttpResponse {
+    error_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many unfinished sign-ins",
+        "Too many sign-ins with an outside provider were started from your network without finishing. Wait a few minutes and try again.",
+    )
+}
+
 /// `POST /login/{provider}`: from the login page's "Sign in with ..." button.
 pub async fn start(
     state: web::Data<AppState>,
@@ -88,6 +101,27 @@ pub async fn start(
     let Some(browser_hash) = csrf.binding() else {
         return form_expired();
     };
+    // Each start stores a row until it expires: an address gets `ip_max_failures` starts per
+    // window that never come back (a start that comes back is given back), so that a loop of
+    // starts cannot fill the database.
+    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
+    let (st, now) = (state.clone(), state.clock.now());
+    let reserve = web::block(move || {
+        let login = &st.config.login;
+        let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
+        st.store.reserve_ip(
+            &upstream_budget(&ip),
+            now,
+            i64::from(login.ip_window_secs),
+            max,
+        )
+    })
+    .await;
+    match stored(reserve) {
+        Ok(true) => {}
+        Ok(false) => return too_many_starts(),
+        Err(resp) => return resp,
+    }
     let request = request_query(&params);
     let st = state.clone();
     let started = web::block(move || st.upstreams.start(provider)).await;
@@ -206,7 +240,19 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
             Err(resp) => return resp,
         };
     let login = match taken {
-        TakenState::Taken(l) => l,
+        TakenState::Taken(l) => {
+            // Back from the provider: this start no longer counts against the address.
+            let (st, ip) = (
+                state.clone(),
+                client_ip(&req, state.config.login.trust_forwarded_for),
+            );
+            if let Ok(Err(error)) =
+                web::block(move || st.store.release_ip(&upstream_budget(&ip))).await
+            {
+                tracing::warn!(%error, "upstream start not given back");
+            }
+            l
+        }
         TakenState::Unknown => {
             let latest = latest_request(&state, &browser_hash).await;
             return callback_refused(

@@ -58,6 +58,10 @@ pub enum AuthorizeError {
 /// Location header, `nonce` in the ID token, `login_hint` in the login page.
 pub const MAX_ECHOED: usize = 2048;
 
+/// The longest `scope` or `id_token_hint` accepted (bytes): they are carried through the
+/// sign-in pages and stored with an upstream sign-in while it is under way.
+pub const MAX_CARRIED: usize = 8192;
+
 /// Parameters carried through the login and consent forms, so that the request can be
 /// validated again from scratch when they are posted.
 pub const CARRIED: &[&str] = &[
@@ -135,6 +139,14 @@ impl AuthorizationRequest {
                 return Err(fail(
                     ErrorCode::InvalidRequest,
                     &format!("{name} is too long (over {MAX_ECHOED} characters)"),
+                ));
+            }
+        }
+        for name in ["scope", "id_token_hint"] {
+            if params.get(name).is_some_and(|v| v.len() > MAX_CARRIED) {
+                return Err(fail(
+                    ErrorCode::InvalidRequest,
+                    &format!("{name} is too long (over {MAX_CARRIED} characters)"),
                 ));
             }
         }

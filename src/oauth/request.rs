@@ -138,8 +138,9 @@ impl std::fmt::Debug for RefreshTokenRequest {
 pub struct AuthorizationCodeRequest {
     /// The code.
     pub code: String,
-    /// Must equal the authorization request's.
-    pub redirect_uri: Option<String>,
+    /// Must equal the authorization request's (which always has one here, so it is required:
+    /// RFC 6749 4.1.3).
+    pub redirect_uri: String,
     /// PKCE verifier.
     pub code_verifier: Option<String>,
     /// RFC 8707 resource indicators.
@@ -184,7 +185,7 @@ impl TokenRequest {
             })),
             "authorization_code" => Ok(TokenRequest::AuthorizationCode(AuthorizationCodeRequest {
                 code: params.require("code")?.to_owned(),
-                redirect_uri: params.get("redirect_uri").map(str::to_owned),
+                redirect_uri: params.require("redirect_uri")?.to_owned(),
                 code_verifier: params.get("code_verifier").map(str::to_owned),
                 resources: parse_resources(params)?,
             })),

@@ -54,6 +54,8 @@ pub enum Fault {
     WrongSignature,
     /// The ID token's `aud` is another client.
     WrongAudience,
+    /// The ID token's `azp` is another client (its `aud` is ours).
+    OtherAuthorizedParty,
     /// The ID token carries another nonce.
     WrongNonce,
     /// The ID token expired this many seconds ago.
@@ -474,6 +476,7 @@ async fn token(s: web::Data<Shared>, req: HttpRequest, body: web::Bytes) -> Http
         Fault::WrongIssuer => claims["iss"] = json!("https://issuer.invalid"),
         Fault::IssuedInFuture => claims["iat"] = json!(t + 300),
         Fault::WrongAudience => claims["aud"] = json!("someone-else"),
+        Fault::OtherAuthorizedParty => claims["azp"] = json!("someone-else"),
         Fault::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
         Fault::ExpiredBy(secs) => {
             claims["exp"] = json!(t - secs);

@@ -58,7 +58,7 @@ pub fn exchange<S: CodeGrantStore + ?Sized>(
     if record.expires_at <= issuer.now {
         return Err(invalid("the code has expired"));
     }
-    if request.redirect_uri.as_deref() != Some(record.redirect_uri.as_str()) {
+    if request.redirect_uri != record.redirect_uri {
         return Err(invalid(
             "redirect_uri does not match the authorization request",
         ));
