@@ -125,6 +125,7 @@ struct KeyMeta {
 }
 
 /// One loaded key pair.
+#[derive(Clone)]
 pub struct SigningKey {
     /// RFC 7638 thumbprint of the public key.
     pub kid: String,
@@ -299,7 +300,7 @@ impl Private {
 }
 
 /// The keys of one `keys_dir`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeySet {
     keys: Vec<SigningKey>,
     max_jwt_ttl: i64,
@@ -343,18 +344,42 @@ impl KeySet {
             }
             keys.push(load_key(&path)?);
         }
+        // One entry per key, however many files hold it (a copy under another name): the
+        // earliest creation and the earliest retirement of its copies, so that retiring the
+        // key retires it whichever file the retirement was written beside.
+        let mut merged: Vec<SigningKey> = Vec::with_capacity(keys.len());
+        for key in keys {
+            match merged.iter_mut().find(|k| k.kid == key.kid) {
+                Some(k) => {
+                    k.created_at = k.created_at.min(key.created_at);
+                    k.retired_at = match (k.retired_at, key.retired_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                None => merged.push(key),
+            }
+        }
+        let mut keys = merged;
         // Newest first, so the first match per alg is its signing key.
         keys.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
                 .then_with(|| a.kid.cmp(&b.kid))
         });
-        keys.dedup_by(|a, b| a.kid == b.kid);
         Ok(Self {
             keys,
             max_jwt_ttl,
             as_of: now,
         })
+    }
+
+    /// The same keys, with signing keys chosen as of `now`.
+    pub fn at(&self, now: UnixTime) -> Self {
+        Self {
+            as_of: now,
+            ..self.clone()
+        }
     }
 
     /// Create `dir` if needed, generate a key for every alg that has no active one, then load.
@@ -556,11 +581,12 @@ pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
         .filter(|k| k.alg == key.alg && k.kid != key.kid && k.retired_at.is_none())
         .map(signs_from)
         .min();
+    let mut successor = None;
     let retired_at = match (key.retired_at, takes_over) {
         (Some(t), _) => t,
         (None, Some(t)) => t.max(now),
         (None, None) => {
-            generate(dir, key.alg, now)?;
+            successor = Some(generate(dir, key.alg, now)?);
             now + PUBLISH_BEFORE_SIGN_SECS
         }
     };
@@ -569,10 +595,19 @@ pub fn retire(dir: &Path, kid: &str, now: UnixTime) -> Result<(), KeyError> {
         created_at: key.created_at,
         retired_at: Some(retired_at),
     };
-    let meta_json =
-        serde_json::to_vec_pretty(&meta).map_err(|e| KeyError::Generate(e.to_string()))?;
-    write_private(&meta_path(&path), &meta_json)?;
-    Ok(())
+    let written = serde_json::to_vec_pretty(&meta)
+        .map_err(|e| KeyError::Generate(e.to_string()))
+        .and_then(|json| write_private(&meta_path(&path), &json));
+    if written.is_err() {
+        // A failed retirement changes nothing: without it the successor would simply start
+        // signing beside the old key.
+        if let Some(new) = successor {
+            let pem = dir.join(format!("{new}.pem"));
+            let _ = fs::remove_file(meta_path(&pem));
+            let _ = fs::remove_file(pem);
+        }
+    }
+    written
 }
 
 #[cfg(test)]
@@ -596,6 +631,56 @@ mod tests {
         // A second start loads, it does not generate again.
         let again = KeySet::load_or_init(dir.path(), 600, 2_000).unwrap();
         assert_eq!(again.list(2_000).len(), 2);
+    }
+
+    #[test]
+    fn a_failed_retirement_leaves_no_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
+        let es = set.signing_key(SigningAlg::ES256).unwrap().kid.clone();
+        // The sidecar's temporary file cannot be created.
+        fs::create_dir(dir.path().join(format!("{es}.tmp"))).unwrap();
+        assert!(retire(dir.path(), &es, 2_000).is_err());
+        let after = KeySet::load_at(dir.path(), 600, 3_000).unwrap();
+        assert_eq!(after.list(3_000).len(), 2, "{:?}", after.list(3_000));
+        assert_eq!(after.signing_key(SigningAlg::ES256).unwrap().kid, es);
+    }
+
+    /// A key held by two files (a copy under another name) is one key: retiring it retires
+    /// it, and it leaves the JWKS when its tokens have expired.
+    #[test]
+    fn a_copied_key_file_is_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = generate(dir.path(), SigningAlg::RS256, 1_000).unwrap();
+        std::fs::copy(
+            dir.path().join(format!("{a}.pem")),
+            dir.path().join("copy.pem"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("copy.json"),
+            r#"{"alg":"RS256","created_at":500}"#,
+        )
+        .unwrap();
+        // A key whose creation lies between the copies'.
+        generate(dir.path(), SigningAlg::ES256, 700).unwrap();
+        assert_eq!(
+            KeySet::load_at(dir.path(), 600, 1_500)
+                .unwrap()
+                .list(1_500)
+                .len(),
+            2
+        );
+        retire(dir.path(), &a, 2_000).unwrap();
+        let later = KeySet::load_at(dir.path(), 600, 3_000).unwrap();
+        assert!(later.verifying_key(&a, 3_000).is_none());
+        assert!(!serde_json::to_string(&later.jwks(3_000))
+            .unwrap()
+            .contains(&a));
+        assert_ne!(
+            later.signing_key(SigningAlg::RS256).map(|k| k.kid.as_str()),
+            Some(a.as_str())
+        );
     }
 
     #[test]

@@ -90,6 +90,29 @@ impl KeyRing {
         }
         // Keys are generated at start and by the command line, never here: replicas reloading
         // at slightly different moments must not each add one of their own.
+        match self.load_keeping_signers(&old, now) {
+            Ok(set) => self.install(set, fp, now),
+            Err(error) => {
+                // The keys loaded before stay, but as of now: a retirement or a successor's
+                // start that falls due while the folder cannot be loaded (a stray file in it,
+                // say) still takes effect, and the JWKS still drops keys as they expire. With
+                // the old fingerprint kept, the next refresh tries the folder again.
+                let kept = old.set.at(now);
+                if old
+                    .set
+                    .algs()
+                    .into_iter()
+                    .all(|a| kept.signing_key(a).is_some())
+                {
+                    self.install(kept, old.fingerprint.clone(), now);
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_keeping_signers(&self, old: &LoadedKeys, now: UnixTime) -> Result<KeySet, KeyError> {
         let set = KeySet::load_at(&self.dir, self.max_jwt_ttl, now)?;
         if let Some(alg) = old
             .set
@@ -102,18 +125,57 @@ impl KeyRing {
                 why: format!("no key left to sign {alg:?}; the keys loaded before stay in use"),
             });
         }
+        Ok(set)
+    }
+
+    fn install(&self, set: KeySet, fp: Vec<(PathBuf, Option<SystemTime>, u64)>, now: UnixTime) {
         let loaded = Self::render(set, fp, now);
         if let Ok(mut g) = self.current.write() {
             *g = Arc::new(loaded);
         }
-        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::keys::{generate, SigningAlg};
+    use crate::crypto::keys::{generate, retire, SigningAlg};
+
+    /// A folder that cannot be loaded (a stray `.pem`) keeps the keys loaded before, but time
+    /// still moves for them: a retirement that falls due hands signing to the successor, and a
+    /// retired key leaves the JWKS when its tokens have expired.
+    #[test]
+    fn a_folder_that_cannot_be_loaded_does_not_stop_the_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), 600, 1_000).unwrap();
+        let signer = |r: &KeyRing| {
+            r.current()
+                .set
+                .signing_key(SigningAlg::ES256)
+                .map(|k| k.kid.clone())
+                .unwrap()
+        };
+        let jwks = |r: &KeyRing| String::from_utf8(r.current().jwks.clone()).unwrap();
+        let old = signer(&ring);
+        let new = generate(dir.path(), SigningAlg::ES256, 1_100).unwrap();
+        ring.refresh(1_105).unwrap();
+        // The successor is younger than 10 s: the old key signs on until it may.
+        retire(dir.path(), &old, 1_106).unwrap();
+        ring.refresh(1_107).unwrap();
+        assert_eq!(signer(&ring), old);
+        std::fs::write(dir.path().join("stray.pem"), "not a key").unwrap();
+        assert!(ring.refresh(1_111).is_err());
+        assert_eq!(signer(&ring), new, "the retirement fell due");
+        assert!(jwks(&ring).contains(&old));
+        // Published until every token it signed has expired (600 s, and 60 s of skew).
+        assert!(ring.refresh(1_110 + 600 + 61).is_err());
+        assert!(!jwks(&ring).contains(&old), "{}", jwks(&ring));
+        assert!(jwks(&ring).contains(&new));
+        // The stray file gone, the folder loads again.
+        std::fs::remove_file(dir.path().join("stray.pem")).unwrap();
+        ring.refresh(1_800).unwrap();
+        assert_eq!(signer(&ring), new);
+    }
 
     #[test]
     fn a_reload_adds_no_key_and_never_drops_a_signer() {

@@ -49,9 +49,11 @@ impl Sealer {
     /// The configured key (base64 of 32 bytes) if any, else the keys folder's `totp.key`,
     /// created (0600, never overwritten) when absent.
     pub fn load(configured: &str, keys_dir: &Path) -> Result<Self, SealError> {
+        // Blank, as the configuration check reads it, is unset.
+        let configured = configured.trim();
         if !configured.is_empty() {
             let bytes = STANDARD
-                .decode(configured.trim())
+                .decode(configured)
                 .map_err(|_| SealError::Key("login.totp_encryption_key is not base64".into()))?;
             return Self::from_bytes(&bytes);
         }
@@ -168,6 +170,9 @@ mod tests {
     fn key_file_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let first = Sealer::load("", dir.path()).unwrap();
+        // Blank is unset too.
+        let blank = Sealer::load("  ", dir.path()).unwrap();
+        assert_eq!(blank.open(&first.seal(b"x", "u"), "u").unwrap(), b"x");
         let sealed = first.seal(b"x", "c");
         let again = Sealer::load("", dir.path()).unwrap();
         assert_eq!(again.open(&sealed, "c").unwrap(), b"x");
