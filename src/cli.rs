@@ -23,6 +23,18 @@ use crate::oauth::user::{check_password_policy, lookup_username, normalize_usern
 use crate::store::db::DbStore;
 use crate::store::{AuditStore, ClientStore, MfaStore, SessionStore, StoreError, UserStore};
 
+/// `println!` for command output: a closed standard output (`portcullis client list | head -1`)
+/// ends the command with one `error:` line and status 1, as every failure does, not with a
+/// panic. What the command changed is done by then; only its report is cut short.
+macro_rules! println {
+    ($($arg:tt)*) => {
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            eprintln!("error: standard output: {e}");
+            std::process::exit(1);
+        }
+    };
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "portcullis",

@@ -224,3 +224,21 @@ both_backends!(
     client_lifecycle,
     client_create_rejects_bad_input_and_changes_nothing
 );
+
+/// `portcullis client list | head -1`: output to a closed pipe is a failure like any other (one
+/// `error:` line, status 1), not a panic.
+#[test]
+fn a_closed_standard_output_is_one_error_line() {
+    let s = Server::start(Backend::Sqlite);
+    s.client(&[]);
+    for args in [&["client", "list"][..], &["keys", "list"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = s.cli_to(args, writer.into());
+        assert_one_line_error(&out, 1);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("standard output"),
+            "{args:?}"
+        );
+    }
+}

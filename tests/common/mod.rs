@@ -352,6 +352,17 @@ impl Server {
             .expect("run portcullis")
     }
 
+    /// Run the CLI with its standard output going to `stdout`.
+    pub fn cli_to(&self, args: &[&str], stdout: Stdio) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run portcullis")
+    }
+
     /// Run the CLI with `input` on its standard input.
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
