@@ -312,6 +312,15 @@ fn github_sign_in_uses_only_a_primary_verified_email(b: Backend) {
     let (r, _) = through(&mut third, &params, "github");
     assert_page_with_way_back(&r, 502, "GitHub could not sign you in");
     assert!(by_username(&users(&s), "github:9002").is_none());
+    // A slow API: the calls of one sign-in share one 10 s budget (each call alone would answer
+    // within 10 s; the two take 12).
+    github.set_fault(Fault::ApiSlow);
+    let started = Instant::now();
+    let (r, _) = through(&mut Browser::new(&s), &params, "github");
+    let took = started.elapsed();
+    assert_page_with_way_back(&r, 504, "did not answer");
+    assert!(took < Duration::from_millis(11_500), "{took:?}");
+    assert!(by_username(&users(&s), "github:9002").is_none());
     // GitHub reports a bad code with HTTP 200 and an error body.
     github.set_fault(Fault::ErrorWith200);
     let (r, _) = through(&mut Browser::new(&s), &params, "github");

@@ -1,14 +1,35 @@
-//! The HTTP client for calls to upstream providers: 10 s for the whole call, no redirects
-//! followed (a token endpoint that redirects is an error, not a hop), a 1 MiB cap on bodies.
+//! The HTTP client for calls to upstream providers: 10 s for the whole call (and for all the
+//! calls of one sign-in, see [`within`]), no redirects followed (a token endpoint that
+//! redirects is an error, not a hop), a 1 MiB cap on bodies.
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use oauth2::{HttpRequest, HttpResponse, SyncHttpClient};
 
 /// Every outbound call ends within this.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY: u64 = 1 << 20;
+
+thread_local! {
+    /// The end of the sign-in this thread is finishing, if any.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Run `f` (on this thread) with every upstream call it makes ending by `deadline`: the calls of
+/// one sign-in (a token, then GitHub's user and emails, or Google's keys fetched again) share
+/// one budget, so a slow provider cannot stretch a callback past the shutdown grace.
+pub fn within<T>(deadline: Instant, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEADLINE.set(self.0);
+        }
+    }
+    let _restore = Restore(DEADLINE.replace(Some(deadline)));
+    f()
+}
 
 /// Why an upstream call failed before any response.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +82,21 @@ impl UpstreamHttp {
 
     /// Send `request`; any HTTP status is a response, only transport failures are errors.
     pub fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let timeout = match DEADLINE.get() {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(HttpError::Timeout);
+                }
+                left.min(TIMEOUT)
+            }
+            None => TIMEOUT,
+        };
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(timeout))
+            .build();
         let response = self.agent.run(request).map_err(|e| match e {
             ureq3::Error::Timeout(_) => HttpError::Timeout,
             ureq3::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => HttpError::Timeout,

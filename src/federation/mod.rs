@@ -191,13 +191,14 @@ impl Upstreams {
         nonce: &str,
         now: UnixTime,
     ) -> Option<Result<UpstreamIdentity, FederationError>> {
-        let found = match provider {
+        let deadline = std::time::Instant::now() + http::TIMEOUT;
+        let found = http::within(deadline, || match provider {
             Provider::Google => self
                 .google
                 .as_ref()
                 .map(|g| g.finish(code, pkce_verifier, nonce, now)),
             Provider::Github => self.github.as_ref().map(|g| g.finish(code, pkce_verifier)),
-        };
+        });
         found.map(|r| r.map(UpstreamIdentity::tidied))
     }
 }

@@ -62,6 +62,8 @@ pub enum Fault {
     ExpiredBy(i64),
     /// GitHub's API answers 500.
     Api500,
+    /// GitHub's API answers each call after 6 s.
+    ApiSlow,
     /// The ID token names another issuer.
     WrongIssuer,
     /// The ID token was issued five minutes in the future.
@@ -513,10 +515,19 @@ fn bearer(s: &Shared, req: &HttpRequest) -> Option<Person> {
     s.tokens.lock().unwrap().get(t).cloned()
 }
 
+/// Each API call, under `Fault::ApiSlow`, answers after 6 s: two of them take longer than one
+/// sign-in may.
+async fn api_delay(s: &Shared) {
+    if *s.fault.lock().unwrap() == Fault::ApiSlow {
+        actix_web::rt::time::sleep(Duration::from_secs(6)).await;
+    }
+}
+
 async fn github_user(s: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
     if *s.fault.lock().unwrap() == Fault::Api500 {
         return HttpResponse::InternalServerError().finish();
     }
+    api_delay(&s).await;
     if req.headers().get("user-agent").is_none() {
         return HttpResponse::Forbidden().body("User-Agent required");
     }
@@ -530,6 +541,7 @@ async fn github_user(s: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
 }
 
 async fn github_emails(s: web::Data<Shared>, req: HttpRequest) -> HttpResponse {
+    api_delay(&s).await;
     let Some(p) = bearer(&s, &req) else {
         return HttpResponse::Unauthorized().json(json!({"message": "Bad credentials"}));
     };
