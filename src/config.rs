@@ -199,6 +199,16 @@ pub struct UpstreamConfig {
     pub github: Option<GithubConfig>,
 }
 
+/// Whether `u` names this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// `[upstream.google]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -400,11 +410,20 @@ impl Config {
             }
         }
         for (key, value) in urls {
-            let ok = url::Url::parse(value)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if !ok {
+            let Some(u) = url::Url::parse(value)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            else {
                 return Err(ConfigError(format!(
                     "{key}: {value:?} is not an absolute http(s) URL"
+                )));
+            };
+            // Over plain http the client secret, codes and tokens cross the network in the
+            // clear, and anyone on the path could serve keys that forge ID tokens: only to a
+            // service on this machine.
+            if u.scheme() == "http" && !is_loopback(&u) {
+                return Err(ConfigError(format!(
+                    "{key}: {value:?} must be https (plain http only to this machine)"
                 )));
             }
         }
@@ -565,6 +584,38 @@ mod tests {
                 continue;
             }
             assert!(at[field].is_string(), "{key} is a text setting");
+        }
+    }
+
+    #[test]
+    fn upstream_urls_are_https_unless_on_this_machine() {
+        let with = |token_url: &str| Config {
+            upstream: UpstreamConfig {
+                google: None,
+                github: Some(GithubConfig {
+                    client_id: "id".into(),
+                    client_secret: "secret".into(),
+                    authorize_url: default_github_authorize(),
+                    token_url: token_url.into(),
+                    api_url: default_github_api(),
+                }),
+            },
+            ..Config::default()
+        };
+        for ok in [
+            "https://github.com/login/oauth/access_token",
+            "http://127.0.0.1:9000/token",
+            "http://localhost:9000/token",
+            "http://[::1]:9000/token",
+        ] {
+            assert!(with(ok).validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://github.com/login/oauth/access_token",
+            "http://10.0.0.5/token",
+            "ftp://github.com/token",
+        ] {
+            assert!(with(bad).validate().is_err(), "{bad}");
         }
     }
 
