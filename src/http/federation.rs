@@ -70,6 +70,20 @@ fn request_query(params: &Params) -> String {
     q.finish()
 }
 
+/// The identity was recorded from another issuer (the provider was reconfigured).
+fn other_issuer(provider: &str, request: &str) -> HttpResponse {
+    tracing::warn!(
+        provider,
+        "upstream subject recorded from another issuer; sign-in refused"
+    );
+    error_page_back(
+        StatusCode::FORBIDDEN,
+        "This account cannot sign in here",
+        "It was registered through a different sign-in provider configuration. Contact the administrator.",
+        &back_link(request),
+    )
+}
+
 /// The per-address budget of upstream starts that have not come back.
 fn upstream_budget(ip: &str) -> String {
     format!("upstream:{ip}")
@@ -348,18 +362,7 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     match account {
         Account::Known(user) => sign_in(&state, &req, *user, &pending, &login.request).await,
         Account::New => create_and_sign_in(&state, &req, &identity, &pending, &login.request).await,
-        Account::OtherIssuer => {
-            tracing::warn!(
-                provider = provider.as_str(),
-                "upstream subject recorded from another issuer; sign-in refused"
-            );
-            error_page_back(
-                StatusCode::FORBIDDEN,
-                "This account cannot sign in here",
-                "It was registered through a different sign-in provider configuration. Contact the administrator.",
-                &back_link(&login.request),
-            )
-        }
+        Account::OtherIssuer => other_issuer(provider.as_str(), &login.request),
         Account::LinkOffer(user) => {
             offer_link(
                 &state,
@@ -489,20 +492,25 @@ async fn create_and_sign_in(
             .create_federated_user(&user, provider, &subject, &issuer)
     })
     .await;
-    let user = match stored(created) {
-        // A parallel first sign-in created it, from another issuer: refuse like find_account.
-        Ok(f) if f.issuer != identity.issuer => return super::authorize::unavailable(),
-        Ok(f) => f.user,
+    let found = match stored(created) {
+        // A parallel first sign-in created it, from another issuer: refused as find_account
+        // refuses it.
+        Ok(f) if f.issuer != identity.issuer => return other_issuer(provider, request),
+        Ok(f) => f,
         Err(resp) => return resp,
     };
-    tracing::info!(provider, user_id = %user.id, "federated user created");
-    state.record(
-        state
-            .audit(req, "federation.user_created")
-            .user(&user.id)
-            .detail(format!("provider={provider}")),
-    );
-    sign_in(state, req, user, pending, request).await
+    // Created only if this call did: a parallel first sign-in (or a link of the same identity
+    // from another tab) is the account the identity now belongs to, and was recorded there.
+    if found.created {
+        tracing::info!(provider, user_id = %found.user.id, "federated user created");
+        state.record(
+            state
+                .audit(req, "federation.user_created")
+                .user(&found.user.id)
+                .detail(format!("provider={provider}")),
+        );
+    }
+    sign_in(state, req, found.user, pending, request).await
 }
 
 /// A verified email matched a local account: offer to link it, behind its password.

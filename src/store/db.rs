@@ -1743,6 +1743,32 @@ mod tests {
         }
     }
 
+    /// The second of two first sign-ins of one identity gets the first one's user, and knows
+    /// it did not create it.
+    fn a_second_first_sign_in_creates_nothing(store: &DbStore) {
+        use crate::store::FederationStore;
+        let first = store
+            .create_federated_user(&user("g1"), "google", "sub-1", "https://issuer")
+            .unwrap();
+        assert!(first.created);
+        let second = store
+            .create_federated_user(&user("g2"), "google", "sub-1", "https://issuer")
+            .unwrap();
+        assert!(!second.created);
+        assert_eq!(second.user.id, "g1");
+        assert!(store.find_user("g2").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_second_first_sign_in_creates_nothing_on_sqlite() {
+        on_sqlite(a_second_first_sign_in_creates_nothing);
+    }
+
+    #[test]
+    fn a_second_first_sign_in_creates_nothing_on_postgres() {
+        on_postgres(a_second_first_sign_in_creates_nothing);
+    }
+
     /// Session "s" of user "u", which `code()` names.
     fn open_session_s(store: &DbStore) {
         let s = Session {

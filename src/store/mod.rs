@@ -395,6 +395,8 @@ pub struct FederatedUser {
     pub user: User,
     /// The issuer (GitHub: API base) that vouched for the subject when it was first seen.
     pub issuer: String,
+    /// Whether this call created it (not a parallel sign-in or link of the same identity).
+    pub created: bool,
 }
 
 /// Federation: upstream identities, pending upstream sign-ins and links.

@@ -126,7 +126,11 @@ impl FederationStore for DbStore {
             return Ok(None);
         };
         match self.find_user(&user_id)? {
-            Some(user) => Ok(Some(FederatedUser { user, issuer })),
+            Some(user) => Ok(Some(FederatedUser {
+                user,
+                issuer,
+                created: false,
+            })),
             None => {
                 diesel::delete(
                     user_identities::table
@@ -165,6 +169,7 @@ impl FederationStore for DbStore {
             Ok(_) => Ok(FederatedUser {
                 user: u.clone(),
                 issuer: issuer.to_owned(),
+                created: true,
             }),
             // A parallel first sign-in of the same person won: use what it created.
             Err(StoreError::Conflict) => self
