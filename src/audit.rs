@@ -191,42 +191,61 @@ fn write_loop(store: &dyn AuditStore, rx: &Receiver<AuditEvent>, pending: &Atomi
             std::thread::sleep(LINGER);
             batch.extend(rx.try_iter().take(BATCH - batch.len()));
         }
-        write_batch(store, &batch);
+        let mut refusals = MAX_REFUSED_ROWS;
+        write_batch(store, &batch, &mut refusals);
         pending.fetch_sub(batch.len(), Ordering::SeqCst);
     }
+}
+
+/// How many rows of one batch may be refused one by one (below); past that the refusals are
+/// not about single rows (a read-only standby, a full disk, a store bug) and the rest of the
+/// batch waits as in an outage.
+const MAX_REFUSED_ROWS: usize = 16;
+
+/// What became of a batch.
+enum Outcome {
+    /// Written, but for rows the database refused one by one.
+    Done,
+    /// Dropped after the outage schedule ran out.
+    GaveUp,
 }
 
 /// Write `batch`, keeping every row the database accepts. While the database is away the batch
 /// is retried for about 50 s (then dropped: the rows are in the log). If the database answers a
 /// ping and refused the batch at once (a refused value, not a lock wait or a timeout), some row
 /// is at fault: the batch is halved until the refused rows stand alone, and only they are
-/// dropped, so one bad row neither holds the writer up nor takes its batch-mates with it. A panic
-/// in the store is handled as such a refusal.
-fn write_batch(store: &dyn AuditStore, batch: &[AuditEvent]) {
+/// dropped (at most [`MAX_REFUSED_ROWS`]), so one bad row neither holds the writer up nor takes
+/// its batch-mates with it. A panic in the store is handled as such a refusal.
+fn write_batch(store: &dyn AuditStore, batch: &[AuditEvent], refusals: &mut usize) -> Outcome {
     let mut delay = std::time::Duration::from_millis(100);
     loop {
         let started = std::time::Instant::now();
         let error = match append_caught(store, batch) {
-            Ok(()) => return,
+            Ok(()) => return Outcome::Done,
             Err(error) => error,
         };
         let at_once = started.elapsed() < std::time::Duration::from_secs(1);
-        if at_once && pings(store) {
-            match batch {
-                [row] => {
-                    tracing::error!(%error, event = %row.event, id = %row.id, "audit row refused by the database (it is in the log)")
+        if at_once && *refusals > 0 && pings(store) {
+            let [row] = batch else {
+                let (left, right) = batch.split_at(batch.len() / 2);
+                if let Outcome::GaveUp = write_batch(store, left, refusals) {
+                    // The database went away meanwhile and its schedule ran out: the rest of
+                    // the batch would only wait as long again.
+                    tracing::error!(
+                        rows = right.len(),
+                        "audit rows dropped from the table (they are in the log)"
+                    );
+                    return Outcome::GaveUp;
                 }
-                _ => {
-                    let (left, right) = batch.split_at(batch.len() / 2);
-                    write_batch(store, left);
-                    write_batch(store, right);
-                }
-            }
-            return;
+                return write_batch(store, right, refusals);
+            };
+            *refusals -= 1;
+            tracing::error!(%error, event = %row.event, id = %row.id, "audit row refused by the database (it is in the log)");
+            return Outcome::Done;
         }
         if delay >= std::time::Duration::from_secs(30) {
             tracing::error!(%error, rows = batch.len(), "audit rows dropped from the table (they are in the log)");
-            return;
+            return Outcome::GaveUp;
         }
         tracing::warn!(%error, rows = batch.len(), "audit rows not written yet; retrying");
         std::thread::sleep(delay);
@@ -268,6 +287,8 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         batches: Mutex<Vec<Vec<String>>>,
+        /// The batches refused while down.
+        refused: Mutex<Vec<Vec<String>>>,
         down: AtomicBool,
         failed_writes: AtomicUsize,
     }
@@ -288,6 +309,8 @@ mod tests {
         fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
             if self.down.load(Ordering::SeqCst) {
                 self.failed_writes.fetch_add(1, Ordering::SeqCst);
+                let ids = events.iter().map(|e| e.id.clone()).collect();
+                self.refused.lock().unwrap().push(ids);
                 return Err(StoreError::Database("connection refused".into()));
             }
             if events.iter().any(|e| e.event == "panic") {
@@ -430,8 +453,12 @@ mod tests {
         assert!(!auditor.drain(std::time::Duration::from_millis(50)));
         store.down.store(false, Ordering::SeqCst);
         assert!(auditor.drain(std::time::Duration::from_secs(5)));
-        let batches = store.batches.lock().unwrap().clone();
-        assert_eq!(batches.len(), 1, "one transaction after the outage");
+        // Each batch written afterwards is one that was refused, whole (however the burst fell
+        // into batches).
+        let refused = store.refused.lock().unwrap().clone();
+        for batch in store.batches.lock().unwrap().iter() {
+            assert!(refused.contains(batch), "{batch:?} was split");
+        }
         ids.sort();
         assert_eq!(written(&store), ids);
     }

@@ -176,10 +176,12 @@ impl Upstreams {
 
     /// Begin a sign-in at `provider` (blocking: Google's discovery may be fetched).
     pub fn start(&self, provider: Provider) -> Option<Result<Started, FederationError>> {
-        match provider {
+        // Google's discovery document and keys: two calls, one budget.
+        let deadline = std::time::Instant::now() + http::TIMEOUT;
+        http::within(deadline, || match provider {
             Provider::Google => self.google.as_ref().map(google::Google::start),
             Provider::Github => self.github.as_ref().map(github::Github::start),
-        }
+        })
     }
 
     /// Finish a sign-in at `provider` with the `code` from its callback (blocking).

@@ -112,6 +112,15 @@ pub(super) fn carried(params: &Params) -> Vec<(&'static str, &str)> {
         .collect()
 }
 
+/// The authorization request's parameters as a query string (what the pages carry).
+pub(super) fn request_query(params: &Params) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in carried(params) {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
 pub(super) fn with_csrf_cookie(
     mut resp: HttpResponse,
     csrf: &Csrf,
@@ -483,7 +492,7 @@ async fn next_step(
             render(page(StatusCode::OK), &page_data)
         }
         Ok(Next::IssueCode) => match &session {
-            Some((hash, s, user)) => issue_code(state, req, request, hash, s, user).await,
+            Some((hash, s, user)) => issue_code(state, req, params, request, hash, s, user).await,
             None => unavailable(),
         },
     }
@@ -492,6 +501,7 @@ async fn next_step(
 async fn issue_code(
     state: &web::Data<AppState>,
     req: &HttpRequest,
+    params: &Params,
     request: &AuthorizationRequest,
     session_hash: &str,
     session: &Session,
@@ -519,7 +529,10 @@ async fn issue_code(
     let st = state.clone();
     match stored(web::block(move || st.store.save_code(&record)).await) {
         Ok(true) => {}
-        Ok(false) => return session_ended(),
+        // The session ended while the code was being issued: the request starts again with
+        // whatever session the browser has now (the login page; `login_required` for
+        // prompt=none; a code from the session that replaced it).
+        Ok(false) => return see_other(&format!("/authorize?{}", request_query(params))),
         Err(resp) => return resp,
     }
     state.record(
@@ -778,16 +791,6 @@ pub(super) fn password_changed() -> HttpResponse {
     )
 }
 
-/// The session ended (a logout, a password change, another sign-in) while its code was being
-/// issued.
-fn session_ended() -> HttpResponse {
-    error_page(
-        StatusCode::UNAUTHORIZED,
-        "Sign in again",
-        "You were signed out while this sign-in was completing. Go back to the application and sign in again.",
-    )
-}
-
 /// `POST /consent`: remember an approval and issue the code, or send `access_denied`.
 pub async fn consent(
     state: web::Data<AppState>,
@@ -883,7 +886,7 @@ pub async fn consent(
             .client(&client.client_id)
             .detail(format!("scope={}", request.scope)),
     );
-    issue_code(&state, &req, &request, &hash, &session, &user).await
+    issue_code(&state, &req, &params, &request, &hash, &session, &user).await
 }
 
 /// `GET|POST /userinfo` (OIDC Core 5.3): Bearer header, or `access_token` in a form body.

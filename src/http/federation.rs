@@ -16,7 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::authorize::{
-    carried, client_ip, csrf_form, form_expired, load_client, posted, proceed, see_other,
+    client_ip, csrf_form, form_expired, load_client, posted, proceed, request_query, see_other,
     start_session, stored, throttled, with_csrf_cookie, LOGIN_FAILED,
 };
 use super::pages::{error_page, error_page_back, page, render, Csrf};
@@ -61,15 +61,6 @@ fn back_link(request: &str) -> String {
     format!("/authorize?{request}")
 }
 
-/// The authorization request's parameters as a query string (what the login form carries).
-fn request_query(params: &Params) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in carried(params) {
-        q.append_pair(k, v);
-    }
-    q.finish()
-}
-
 /// The identity was recorded from another issuer (the provider was reconfigured).
 fn other_issuer(provider: &str, request: &str) -> HttpResponse {
     tracing::warn!(
@@ -84,9 +75,20 @@ fn other_issuer(provider: &str, request: &str) -> HttpResponse {
     )
 }
 
-/// The per-address budget of upstream starts that have not come back.
+/// The per-address budget of upstream starts that brought back no identity.
 fn upstream_budget(ip: &str) -> String {
     format!("upstream:{ip}")
+}
+
+/// A start that stored nothing, or came back with an identity, stops counting.
+async fn give_back_start(state: &web::Data<AppState>, req: &HttpRequest) {
+    let (st, ip) = (
+        state.clone(),
+        client_ip(req, state.config.login.trust_forwarded_for),
+    );
+    if let Ok(Err(error)) = web::block(move || st.store.release_ip(&upstream_budget(&ip))).await {
+        tracing::warn!(%error, "upstream start not given back");
+    }
 }
 
 fn too_many_starts() -> HttpResponse {
@@ -116,8 +118,8 @@ pub async fn start(
         return form_expired();
     };
     // Each start stores a row until it expires: an address gets `ip_max_failures` starts per
-    // window that never come back (a start that comes back is given back), so that a loop of
-    // starts cannot fill the database.
+    // window that bring back no identity (one the provider vouches for is given back), so that
+    // a loop of starts cannot fill the database.
     let ip = client_ip(&req, state.config.login.trust_forwarded_for);
     let (st, now) = (state.clone(), state.clock.now());
     let reserve = web::block(move || {
@@ -141,8 +143,14 @@ pub async fn start(
     let started = web::block(move || st.upstreams.start(provider)).await;
     let started = match started {
         Ok(Some(Ok(s))) => s,
-        Ok(Some(Err(e))) => return upstream_failed(&state, &req, provider, &e, &request),
-        Ok(None) | Err(_) => return super::authorize::unavailable(),
+        Ok(Some(Err(e))) => {
+            give_back_start(&state, &req).await;
+            return upstream_failed(&state, &req, provider, &e, &request);
+        }
+        Ok(None) | Err(_) => {
+            give_back_start(&state, &req).await;
+            return super::authorize::unavailable();
+        }
     };
     let now = state.clock.now();
     let login = UpstreamLogin {
@@ -157,6 +165,7 @@ pub async fn start(
     };
     let st = state.clone();
     if let Err(resp) = stored(web::block(move || st.store.save_upstream_login(&login)).await) {
+        give_back_start(&state, &req).await;
         return resp;
     }
     tracing::info!(provider = provider.as_str(), client_id = %client.client_id, "sign-in sent upstream");
@@ -254,19 +263,7 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
             Err(resp) => return resp,
         };
     let login = match taken {
-        TakenState::Taken(l) => {
-            // Back from the provider: this start no longer counts against the address.
-            let (st, ip) = (
-                state.clone(),
-                client_ip(&req, state.config.login.trust_forwarded_for),
-            );
-            if let Ok(Err(error)) =
-                web::block(move || st.store.release_ip(&upstream_budget(&ip))).await
-            {
-                tracing::warn!(%error, "upstream start not given back");
-            }
-            l
-        }
+        TakenState::Taken(l) => l,
         TakenState::Unknown => {
             let latest = latest_request(&state, &browser_hash).await;
             return callback_refused(
@@ -348,7 +345,12 @@ pub async fn callback(state: web::Data<AppState>, req: HttpRequest) -> HttpRespo
     let finished =
         web::block(move || st.upstreams.finish(provider, &code, &verifier, &nonce, now)).await;
     let identity = match finished {
-        Ok(Some(Ok(identity))) => identity,
+        // The provider vouched for someone: this start no longer counts against the address
+        // (a callback alone, `error=` say, gives nothing back: it costs nothing to send).
+        Ok(Some(Ok(identity))) => {
+            give_back_start(&state, &req).await;
+            identity
+        }
         Ok(Some(Err(e))) => return upstream_failed(&state, &req, provider, &e, &login.request),
         Ok(None) | Err(_) => return super::authorize::unavailable(),
     };

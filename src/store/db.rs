@@ -1693,6 +1693,11 @@ mod tests {
     /// test has run into the lock the test holds), for at most 20 s: a race test whose racer
     /// came late would run in order and prove nothing.
     fn wait_until_blocked(url: &str) {
+        wait_until_waiting(url, 1);
+    }
+
+    /// Wait until `n` sessions of the database at `url` wait for a lock, for at most 20 s.
+    fn wait_until_waiting(url: &str, n: i64) {
         let mut conn = diesel::PgConnection::establish(url).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1702,7 +1707,7 @@ mod tests {
             ))
             .get_result(&mut conn)
             .unwrap();
-            if waiting > 0 {
+            if waiting >= n {
                 return;
             }
             assert!(
@@ -1805,7 +1810,9 @@ mod tests {
         on_postgres(no_code_outlives_its_session);
     }
 
-    /// A logout that comes while a code is being written waits for it, then spends it.
+    /// A logout that comes while a code is being written waits for it, then spends it: the
+    /// code's transaction holds the session row (here it is held up at its INSERT by a test
+    /// transaction writing the same code hash, then let go).
     #[test]
     fn a_logout_racing_a_code_being_written_spends_it_on_postgres() {
         with_postgres(|url| {
@@ -1813,22 +1820,27 @@ mod tests {
             store.migrate().unwrap();
             store.create_user(&user("u")).unwrap();
             open_session_s(&store);
-            // What save_code does, held open.
-            let mut writer = diesel::PgConnection::establish(url).unwrap();
-            writer
+            let mut blocker = diesel::PgConnection::establish(url).unwrap();
+            blocker
                 .batch_execute(
-                    "BEGIN; UPDATE sessions SET id_hash = id_hash WHERE id_hash = 's'; \
-                     INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, \
+                    "BEGIN; INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, \
                      user_id, session_hash, scope, auth_time, amr, expires_at) VALUES ('k', 'c', \
-                     'https://app.example/cb', 'u', 's', 'openid', 1, '[\"pwd\"]', 70)",
+                     'https://app.example/cb', 'u', 'other', 'openid', 1, '[]', 70)",
                 )
                 .unwrap();
+            let writer = std::thread::spawn({
+                let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+                move || store.save_code(&code("k")).unwrap()
+            });
+            wait_until_waiting(url, 1);
             let logout = std::thread::spawn({
                 let store = store.clone();
                 move || store.end_session("s", 20).unwrap()
             });
-            wait_until_blocked(url);
-            writer.batch_execute("COMMIT").unwrap();
+            // The logout waits for the session row the code's transaction holds.
+            wait_until_waiting(url, 2);
+            blocker.batch_execute("ROLLBACK").unwrap();
+            assert!(writer.join().unwrap(), "the code was written");
             logout.join().unwrap();
             assert!(
                 !store.consume_code("k", 21, "j", 600, None).unwrap(),

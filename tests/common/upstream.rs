@@ -62,7 +62,7 @@ pub enum Fault {
     ExpiredBy(i64),
     /// GitHub's API answers 500.
     Api500,
-    /// GitHub's API answers each call after 6 s.
+    /// GitHub's API answers each call after 8 s.
     ApiSlow,
     /// The ID token names another issuer.
     WrongIssuer,
@@ -515,11 +515,11 @@ fn bearer(s: &Shared, req: &HttpRequest) -> Option<Person> {
     s.tokens.lock().unwrap().get(t).cloned()
 }
 
-/// Each API call, under `Fault::ApiSlow`, answers after 6 s: two of them take longer than one
+/// Each API call, under `Fault::ApiSlow`, answers after 8 s: two of them take longer than one
 /// sign-in may.
 async fn api_delay(s: &Shared) {
     if *s.fault.lock().unwrap() == Fault::ApiSlow {
-        actix_web::rt::time::sleep(Duration::from_secs(6)).await;
+        actix_web::rt::time::sleep(Duration::from_secs(8)).await;
     }
 }
 
