@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::common::{sqlite_bytes, Backend, Resp, Server, ServerBuilder};
+use crate::common::{execute_sql, sqlite_bytes, Backend, Resp, Server, ServerBuilder};
 use crate::refresh::payload;
 use crate::signin::{
     auth_params, csrf_token_for, hidden, location_params, query, redeem, user, Browser, PASSWORD,
@@ -249,13 +249,20 @@ fn enrolment_on_the_page(b: Backend) {
     assert_eq!(r.status, 303, "{}", r.body);
     let r = password_step(&mut browser, &params, "carol");
     assert_eq!(r.status, 303, "no second factor yet: {}", r.body);
+    let secret_of = |body: &str| {
+        let start = body.find(r#"<code class="secret">"#).unwrap() + 21;
+        let end = start + body[start..].find("</code>").unwrap();
+        body[start..end].to_owned()
+    };
+    // Another session of the account (someone else holding the password, say) opens the page
+    // first: it is shown a seed of its own, never the one this browser will confirm.
+    let theirs = secret_of(&elsewhere.get("/account/totp").body);
     let page = browser.get("/account/totp");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("<svg"), "QR code rendered server-side");
     assert!(page.body.contains(r#"autocomplete="one-time-code""#));
-    let start = page.body.find(r#"<code class="secret">"#).unwrap() + 21;
-    let end = start + page.body[start..].find("</code>").unwrap();
-    let key = page.body[start..end].to_owned();
+    let key = secret_of(&page.body);
+    assert_ne!(key, theirs);
     // Opening the page again (a reload, or a link from another site) shows the same seed: the
     // one being scanned stays the one to confirm.
     let reload = browser.get("/account/totp");
@@ -293,11 +300,44 @@ fn enrolment_on_the_page(b: Backend) {
     let mut later = Browser::new(&s);
     let page = password_step(&mut later, &params, "carol");
     assert_totp_page(&page);
+    // The other session's seed is worth nothing.
+    let r = code_step(&mut later, &page, &code_from_key(&theirs));
+    assert_eq!(r.status, 401, "{}", r.body);
     let r = code_step(&mut later, &page, codes[3]);
     assert_eq!(r.status, 303, "{}", r.body);
 }
 
+/// A session begun through a linked Google or GitHub identity cannot set the factor that the
+/// account's password sign-ins will ask for.
+fn enrolment_needs_a_password_sign_in(b: Backend) {
+    let s = Server::start(b);
+    let u = user(&s, "dora", &[]);
+    // A session whose sign-in was not by password (as a linked identity's is).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    execute_sql(
+        &s,
+        &format!(
+            "INSERT INTO sessions (id_hash, user_id, auth_time, amr, last_seen, expires_at) \
+             VALUES ('{}', '{}', {now}, '[\"fed\"]', {now}, {})",
+            portcullis::crypto::opaque::hash_secret("upstream-session"),
+            u["id"].as_str().unwrap(),
+            now + 3600,
+        ),
+    );
+    let mut browser = Browser::new(&s);
+    browser
+        .cookies
+        .insert("portcullis_session".into(), "upstream-session".into());
+    let r = browser.get("/account/totp");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("password first"), "{}", r.body);
+}
+
 both_backends!(
+    enrolment_needs_a_password_sign_in,
     cli_enrolment_then_code_after_password,
     wrong_codes_count_toward_lockout,
     enrolment_on_the_page,

@@ -776,18 +776,19 @@ pub(super) async fn start_session(
     })
     .await;
     if !stored(created)? {
-        tracing::info!(user_id = %user.id, "sign-in overtaken by a password change");
+        tracing::info!(user_id = %user.id, "sign-in overtaken by a password change or a second factor turned on");
         return Err(password_changed());
     }
     Ok((hash, session, cookie_value))
 }
 
-/// The page for a sign-in whose password was changed (reset) while it was being checked.
+/// The page for a sign-in whose password was changed (reset), or whose account turned on
+/// two-step verification, while it was being checked.
 pub(super) fn password_changed() -> HttpResponse {
     error_page(
         StatusCode::UNAUTHORIZED,
         "Sign in again",
-        "The password of this account was changed while you were signing in. Go back to the application and sign in with the new password.",
+        "The sign-in settings of this account changed while you were signing in (a new password, or two-step verification turned on). Go back to the application and sign in again.",
     )
 }
 

@@ -230,6 +230,15 @@ fn query_of(params: &Params) -> String {
 /// How recent the sign-in must be to change the second factor.
 const RECENT_SECS: i64 = 600;
 
+/// How long a seed shown for enrolment may be confirmed; after that the page shows a new one.
+const ENROLMENT_SECS: i64 = 600;
+
+/// What a seed being enrolled is sealed to: the account and the session that asked for it, so
+/// that only that session can show it again or confirm it.
+fn enrolment_context(user_id: &str, session_hash: &str) -> String {
+    format!("{user_id} enrolling in {session_hash}")
+}
+
 /// The person signed in with a password within the last 10 minutes, or a page saying to sign
 /// in (again) first: a session cookie alone, perhaps stolen hours ago, does not change the
 /// second factor.
@@ -238,6 +247,17 @@ async fn signed_in(
     req: &HttpRequest,
 ) -> Result<(String, User), HttpResponse> {
     match current_session(state, req).await? {
+        // Signed in through a linked Google or GitHub identity: the upstream account alone
+        // must not set the factor that password sign-ins will ask for.
+        Some((_, session, user))
+            if user.password_hash.is_some() && !session.amr.iter().any(|m| m == "pwd") =>
+        {
+            Err(error_page(
+                StatusCode::UNAUTHORIZED,
+                "Sign in with your password first",
+                "Two-step verification is set up after signing in with this account's password. Sign in to an application with your password, then come back.",
+            ))
+        }
         Some((hash, session, user)) if user.password_hash.is_some() => {
             if session.auth_time + RECENT_SECS < state.clock.now() {
                 return Err(error_page(
@@ -316,23 +336,29 @@ fn already_on() -> HttpResponse {
 /// its QR code, and the form for the first code. A GET changes nothing once a seed is shown: a
 /// link from another site cannot restart an enrolment the person is scanning.
 pub async fn enrol_start(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let (_, user) = match signed_in(&state, &req).await {
+    let (session_hash, user) = match signed_in(&state, &req).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
     let (st, uid) = (state.clone(), user.id.clone());
+    let context = enrolment_context(&user.id, &session_hash);
+    let now = state.clock.now();
     let pending = match stored(web::block(move || st.store.find_totp(&uid)).await) {
         Ok(Some(r)) if r.confirmed => return already_on(),
-        Ok(Some(r)) => state.sealer.open(&r.secret_sealed, &user.id).ok(),
-        Ok(None) => None,
+        // Only this session's own enrolment, and only while it is recent: another session of
+        // the account (someone else holding the password) never sees it, nor it theirs.
+        Ok(Some(r)) if r.created_at + ENROLMENT_SECS > now => {
+            state.sealer.open(&r.secret_sealed, &context).ok()
+        }
+        Ok(_) => None,
         Err(resp) => return resp,
     };
     let secret = match pending {
         Some(secret) => secret,
         None => {
             let secret = totp::new_secret();
-            let sealed = state.sealer.seal(&secret, &user.id);
-            let (st, uid, now) = (state.clone(), user.id.clone(), state.clock.now());
+            let sealed = state.sealer.seal(&secret, &context);
+            let (st, uid) = (state.clone(), user.id.clone());
             match stored(web::block(move || st.store.begin_totp(&uid, &sealed, now)).await) {
                 Ok(true) => secret,
                 Ok(false) => return already_on(),
@@ -360,22 +386,28 @@ pub async fn enrol_confirm(
         Err(resp) => return resp,
     };
     let (st, uid) = (state.clone(), user.id.clone());
+    let now = state.clock.now();
+    let start_again = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Start again",
+            "Open the set-up page again to get a new code to scan.",
+        )
+    };
     let record = match stored(web::block(move || st.store.find_totp(&uid)).await) {
         Ok(Some(r)) if !r.confirmed => r,
         Ok(Some(_)) => return already_on(),
-        Ok(None) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "Start again",
-                "Open the set-up page again to get a new code to scan.",
-            )
-        }
+        Ok(None) => return start_again(),
         Err(resp) => return resp,
     };
-    let Ok(secret) = state.sealer.open(&record.secret_sealed, &user.id) else {
-        return super::authorize::unavailable();
+    // The seed this session was shown, still recent; not one another session began.
+    if record.created_at + ENROLMENT_SECS <= now {
+        return start_again();
+    }
+    let context = enrolment_context(&user.id, &session_hash);
+    let Ok(secret) = state.sealer.open(&record.secret_sealed, &context) else {
+        return start_again();
     };
-    let now = state.clock.now();
     let Some(step) = totp::matching_step(&secret, params.get("code").unwrap_or(""), now) else {
         return enrol_page(
             &csrf,
@@ -387,13 +419,19 @@ pub async fn enrol_confirm(
     };
     let codes = totp::new_recovery_codes();
     let hashes = totp::recovery_hashes(&codes);
+    // Confirmed, the seed is sealed to the account alone (sign-ins open it).
+    let sealed = state.sealer.seal(&secret, &user.id);
+    let begun = record.secret_sealed;
     let (st, uid) = (state.clone(), user.id.clone());
     // The person's other sessions began without the code: they end (this one stays).
     // Once confirmed the factor is in force, so the recovery codes are shown even if ending the
     // other sessions fails (they could never be shown again); that failure is logged.
     let confirmed = web::block(
         move || -> Result<Option<Result<usize, StoreError>>, StoreError> {
-            if !st.store.confirm_totp(&uid, step, &hashes)? {
+            if !st
+                .store
+                .confirm_totp(&uid, &begun, &sealed, step, &hashes)?
+            {
                 return Ok(None);
             }
             Ok(Some(st.store.delete_user_sessions(

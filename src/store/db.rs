@@ -775,6 +775,11 @@ impl SessionStore for DbStore {
                 if !hold_password_in(c, &s.user_id, verified)? {
                     return Ok(false);
                 }
+                // Under the same hold: a second factor turned on since the password was checked
+                // (its confirmation holds the user's row too) admits no session without a code.
+                if !s.amr.iter().any(|m| m == "otp") && totp_confirmed_in(c, &s.user_id)? {
+                    return Ok(false);
+                }
             }
             diesel::insert_into(sessions::table)
                 .values(row)
@@ -1433,6 +1438,16 @@ impl RefreshStore for DbStore {
 /// a no-op UPDATE holds the user's row (PostgreSQL) or the write lock (SQLite) until the
 /// caller's transaction commits. A password reset's UPDATE then either waits for what the
 /// caller writes, and its DELETEs see it, or commits first, and this finds the hash changed.
+/// Whether `user_id` has a confirmed second factor.
+fn totp_confirmed_in(c: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
+    Ok(user_totp::table
+        .find(user_id)
+        .select(user_totp::confirmed)
+        .first::<bool>(c)
+        .optional()?
+        == Some(true))
+}
+
 pub(super) fn hold_password_in(
     c: &mut AnyConnection,
     user_id: &str,
@@ -1772,6 +1787,47 @@ mod tests {
     #[test]
     fn a_second_first_sign_in_creates_nothing_on_postgres() {
         on_postgres(a_second_first_sign_in_creates_nothing);
+    }
+
+    /// A password sign-in checked before a second factor was turned on opens no session
+    /// without a code once it is on; with the code it does.
+    fn no_password_only_session_once_the_factor_is_on(store: &DbStore) {
+        use crate::store::MfaStore;
+        store
+            .create_user(&User {
+                password_hash: Some("pw".into()),
+                ..user("u")
+            })
+            .unwrap();
+        assert!(store.begin_totp("u", "begun", 10).unwrap());
+        assert!(
+            !store.confirm_totp("u", "other", "sealed", 1, &[]).unwrap(),
+            "not the seed begun"
+        );
+        assert!(store.confirm_totp("u", "begun", "sealed", 1, &[]).unwrap());
+        assert_eq!(
+            store.find_totp("u").unwrap().unwrap().secret_sealed,
+            "sealed"
+        );
+        let mut s = Session {
+            user_id: "u".into(),
+            auth_time: 20,
+            amr: vec!["pwd".into()],
+            expires_at: 50_000,
+        };
+        assert!(!store.create_session("p", &s, 20, Some("pw"), None).unwrap());
+        s.amr.push("otp".into());
+        assert!(store.create_session("p", &s, 20, Some("pw"), None).unwrap());
+    }
+
+    #[test]
+    fn no_password_only_session_once_the_factor_is_on_on_sqlite() {
+        on_sqlite(no_password_only_session_once_the_factor_is_on);
+    }
+
+    #[test]
+    fn no_password_only_session_once_the_factor_is_on_on_postgres() {
+        on_postgres(no_password_only_session_once_the_factor_is_on);
     }
 
     /// Session "s" of user "u", which `code()` names.

@@ -457,6 +457,8 @@ pub struct TotpRecord {
     pub confirmed: bool,
     /// The last time step accepted.
     pub last_step: Option<i64>,
+    /// When the enrolment began (or the operator enrolled it).
+    pub created_at: UnixTime,
 }
 
 /// A password accepted, the second factor pending (`pending_mfa`).
@@ -481,11 +483,14 @@ pub trait MfaStore: Send + Sync {
     /// Start an enrolment to be confirmed by a first code. False (and nothing changes) when a
     /// confirmed one exists: a second factor is not replaced by whoever holds a session.
     fn begin_totp(&self, user_id: &str, secret_sealed: &str, now: UnixTime) -> StoreResult<bool>;
-    /// Confirm the pending enrolment with the step of its first code, and set its recovery
-    /// codes; false if there was nothing unconfirmed to confirm.
+    /// Confirm the pending enrolment whose seed is sealed as `begun_sealed` (not one begun since
+    /// in its place) with the step of its first code, store the seed as `sealed`, and set its
+    /// recovery codes; false if there was no such enrolment to confirm.
     fn confirm_totp(
         &self,
         user_id: &str,
+        begun_sealed: &str,
+        sealed: &str,
         step: i64,
         recovery_hashes: &[String],
     ) -> StoreResult<bool>;

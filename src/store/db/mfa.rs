@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::super::schema::{pending_mfa, recovery_codes, user_totp};
+use super::super::schema::{pending_mfa, recovery_codes, user_totp, users};
 use super::prepared::{fixed_sql, Bind, Prepared};
 use super::{db_err, DbStore};
 
@@ -42,15 +42,19 @@ impl MfaStore for DbStore {
                 user_totp::secret_sealed,
                 user_totp::confirmed,
                 user_totp::last_step,
+                user_totp::created_at,
             ))
-            .first::<(String, bool, Option<i64>)>(&mut *self.conn()?)
+            .first::<(String, bool, Option<i64>, i64)>(&mut *self.conn()?)
             .optional()
             .map(|r| {
-                r.map(|(secret_sealed, confirmed, last_step)| TotpRecord {
-                    secret_sealed,
-                    confirmed,
-                    last_step,
-                })
+                r.map(
+                    |(secret_sealed, confirmed, last_step, created_at)| TotpRecord {
+                        created_at,
+                        secret_sealed,
+                        confirmed,
+                        last_step,
+                    },
+                )
             })
             .map_err(db_err)
     }
@@ -89,19 +93,29 @@ impl MfaStore for DbStore {
     fn confirm_totp(
         &self,
         user_id: &str,
+        begun_sealed: &str,
+        sealed: &str,
         step: i64,
         recovery_hashes: &[String],
     ) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
+            // The user's row first (the lock order of every transaction): a sign-in creating a
+            // session without a code holds it too, so it either sees the factor on, or its
+            // session exists before the caller ends the person's other sessions.
+            diesel::update(users::table.find(user_id))
+                .set(users::id.eq(users::id))
+                .execute(c)?;
             let n = diesel::update(
                 user_totp::table
                     .find(user_id)
-                    .filter(user_totp::confirmed.eq(false)),
+                    .filter(user_totp::confirmed.eq(false))
+                    .filter(user_totp::secret_sealed.eq(begun_sealed)),
             )
             .set((
                 user_totp::confirmed.eq(true),
                 user_totp::last_step.eq(Some(step)),
+                user_totp::secret_sealed.eq(sealed),
             ))
             .execute(c)?;
             if n == 0 {
@@ -122,6 +136,10 @@ impl MfaStore for DbStore {
     ) -> StoreResult<()> {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
+            // The user's row first, as in `confirm_totp`.
+            diesel::update(users::table.find(user_id))
+                .set(users::id.eq(users::id))
+                .execute(c)?;
             diesel::delete(user_totp::table.find(user_id)).execute(c)?;
             diesel::insert_into(user_totp::table)
                 .values((
