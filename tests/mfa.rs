@@ -199,6 +199,14 @@ fn cli_enrolment_then_code_after_password(b: Backend) {
     let done = code_step(&mut third, &page, &recovery[1]);
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(!s.logs().contains(key), "seed logged");
+
+    // A seed this server cannot open (a changed totp key, say): recovery codes, which are
+    // hashes, still work.
+    execute_sql(&s, "UPDATE user_totp SET secret_sealed = 'unreadable'");
+    let mut fourth = Browser::new(&s);
+    let page = password_step(&mut fourth, &params, "alice");
+    let done = code_step(&mut fourth, &page, &recovery[2]);
+    assert_eq!(done.status, 303, "{}", done.body);
 }
 
 fn wrong_codes_count_toward_lockout(b: Backend) {

@@ -143,18 +143,20 @@ pub fn check_second_factor(
     if !record.confirmed || !store.reserve_login(user_id, now, policy.max_failed_attempts)? {
         return Ok(SecondFactorOutcome::Failed { locked_now: false });
     }
-    let ok = match sealer.open(&record.secret_sealed, user_id) {
-        Ok(secret) => match matching_step(&secret, code, now) {
-            Some(step) => store.use_totp_step(user_id, step)?,
-            None => match recovery_hash(code) {
-                Some(h) => store.use_recovery_code(user_id, &h, now)?,
-                None => false,
-            },
-        },
+    let step = match sealer.open(&record.secret_sealed, user_id) {
+        Ok(secret) => matching_step(&secret, code, now),
         Err(error) => {
+            // Recovery codes are hashes, not sealed: they still work.
             tracing::error!(%error, "TOTP seed cannot be opened (wrong totp key?)");
-            false
+            None
         }
+    };
+    let ok = match step {
+        Some(step) => store.use_totp_step(user_id, step)?,
+        None => match recovery_hash(code) {
+            Some(h) => store.use_recovery_code(user_id, &h, now)?,
+            None => false,
+        },
     };
     let stands = store.finish_login(
         user_id,
