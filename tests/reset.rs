@@ -300,6 +300,51 @@ fn forgot_password_mails_a_link_and_tells_nobody_whether_the_account_exists() {
     assert!(password_works(&s, &id, "bob", NEW_PASSWORD));
 }
 
+/// A reset mail the relay refused was never delivered: asking again mails a link at once,
+/// instead of "a link was mailed moments ago".
+#[test]
+fn a_refused_mail_does_not_hold_the_next_one_back() {
+    let sink = SmtpSink::start();
+    let s = ServerBuilder::new(Backend::Sqlite)
+        .env("PORTCULLIS_SMTP__HOST", "127.0.0.1")
+        .env("PORTCULLIS_SMTP__PORT", &sink.port.to_string())
+        .env("PORTCULLIS_SMTP__TLS", "none")
+        .env("PORTCULLIS_SMTP__FROM", "Portcullis <no-reply@example.com>")
+        .start();
+    user(&s, "carl", &["--email", "carl@example.com"]);
+    sink.refuse_next(1);
+    let mut b = Browser::new(&s);
+    let mut ask = || {
+        let form = b.get("/password/forgot");
+        let csrf = hidden(&form.body, "csrf_token").unwrap();
+        let r = b.post(
+            "/password/forgot",
+            &[("csrf_token", &csrf), ("account", "carl")],
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    ask();
+    // The first attempt is over (and failed) once its audit row is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = s.cli_json(&["audit", "list", "--json"]);
+        if rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"] == "mail failed")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sink.count(), 0);
+    ask();
+    let mail = sink.wait_for(1);
+    assert!(quoted_printable(&mail[0]).contains("/password/reset?token="));
+}
+
 /// Undo quoted-printable (RFC 2045 6.7), as a mail client would.
 fn quoted_printable(s: &str) -> String {
     let joined = s.replace("=\r\n", "");

@@ -286,6 +286,9 @@ fn mail_link(
             Err(error) => {
                 tracing::warn!(%error, "reset mail not sent");
                 st.record(event.user(&user.id).detail("mail failed"));
+                // Never delivered: it must not hold the next request back as "mailed moments
+                // ago".
+                crate::oauth::reset::forget_link(&*st.store, &link)?;
             }
         }
     }

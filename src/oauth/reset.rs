@@ -37,6 +37,15 @@ pub fn create_link(
     )))
 }
 
+/// Forget a link that was never delivered (its mail failed), so that it does not count as
+/// "mailed moments ago" and the next request mails one.
+pub fn forget_link(store: &(impl ResetStore + ?Sized), link: &str) -> StoreResult<()> {
+    match link.split_once("?token=") {
+        Some((_, token)) => store.delete_reset(&opaque::hash_secret(token)),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -546,6 +546,8 @@ pub trait ResetStore: Send + Sync {
     ) -> StoreResult<bool>;
     /// A link by its hash.
     fn find_reset(&self, token_hash: &str) -> StoreResult<Option<ResetRecord>>;
+    /// Delete an unused link.
+    fn delete_reset(&self, token_hash: &str) -> StoreResult<()>;
     /// In one transaction: use the link (once, before expiry), set the password hash, delete
     /// the user's sessions and pending second-factor steps, spend their unredeemed codes and
     /// revoke their refresh-token families with the access tokens issued from them (a lockout

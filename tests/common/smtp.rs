@@ -2,12 +2,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct SmtpSink {
     pub port: u16,
     messages: Arc<Mutex<Vec<String>>>,
+    /// How many of the next messages to refuse (554 after the data).
+    refuse: Arc<AtomicUsize>,
 }
 
 impl SmtpSink {
@@ -15,10 +18,13 @@ impl SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind smtp sink");
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let refuse = Arc::new(AtomicUsize::new(0));
         let kept = messages.clone();
+        let refusing = refuse.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let kept = kept.clone();
+                let refusing = refusing.clone();
                 std::thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                     let mut out = stream.try_clone().expect("clone");
@@ -53,8 +59,17 @@ impl SmtpSink {
                                 }
                                 body.push_str(&line);
                             }
-                            kept.lock().unwrap().push(body);
-                            b"250 queued\r\n"
+                            let refused = refusing
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                            if refused {
+                                b"554 refused\r\n"
+                            } else {
+                                kept.lock().unwrap().push(body);
+                                b"250 queued\r\n"
+                            }
                         } else if verb == "QUIT" {
                             let _ = out.write_all(b"221 bye\r\n");
                             return;
@@ -66,7 +81,16 @@ impl SmtpSink {
                 });
             }
         });
-        Self { port, messages }
+        Self {
+            port,
+            messages,
+            refuse,
+        }
+    }
+
+    /// Refuse the next `n` messages.
+    pub fn refuse_next(&self, n: usize) {
+        self.refuse.store(n, Ordering::SeqCst);
     }
 
     /// Wait until `n` messages have arrived.

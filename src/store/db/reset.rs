@@ -51,6 +51,17 @@ impl ResetStore for DbStore {
         .map_err(db_err)
     }
 
+    fn delete_reset(&self, token_hash: &str) -> StoreResult<()> {
+        diesel::delete(
+            password_resets::table
+                .find(token_hash)
+                .filter(password_resets::used_at.is_null()),
+        )
+        .execute(&mut *self.conn()?)
+        .map(|_| ())
+        .map_err(db_err)
+    }
+
     fn find_reset(&self, token_hash: &str) -> StoreResult<Option<ResetRecord>> {
         password_resets::table
             .find(token_hash)
