@@ -433,8 +433,22 @@ async fn stop_on_signals(
     std::process::exit(1);
 }
 
-/// A background thread: re-read keys, purge expired rows. Bounded work per tick.
+/// Background threads: one re-reads the keys folder every [`KEY_REFRESH`] (on its own, so that
+/// a slow database cannot delay it: the JWKS cache lifetime counts on it); the other reloads
+/// CORS origins and purges expired rows, bounded work per tick.
 fn spawn_housekeeping(state: Arc<AppState>) {
+    let keys = state.clone();
+    let spawned = std::thread::Builder::new()
+        .name("keys".into())
+        .spawn(move || loop {
+            std::thread::sleep(KEY_REFRESH);
+            if let Err(error) = keys.keys.refresh(keys.clock.now()) {
+                tracing::warn!(%error, "could not reload keys; keeping the loaded ones");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "could not start the key reload thread");
+    }
     let spawned = std::thread::Builder::new()
         .name("housekeeping".into())
         .spawn(move || {
@@ -442,9 +456,6 @@ fn spawn_housekeeping(state: Arc<AppState>) {
             loop {
                 std::thread::sleep(KEY_REFRESH);
                 let now = state.clock.now();
-                if let Err(error) = state.keys.refresh(now) {
-                    tracing::warn!(%error, "could not reload keys; keeping the loaded ones");
-                }
                 if let Err(error) = state.cors_origins.refresh(&*state.store) {
                     tracing::warn!(%error, "could not reload CORS origins; keeping the loaded ones");
                 }
