@@ -208,14 +208,19 @@ both_backends!(
     a_new_password_ends_code_issued_access_tokens,
 );
 
-#[test]
-fn forgot_password_mails_a_link_and_tells_nobody_whether_the_account_exists() {
-    let sink = SmtpSink::start();
-    let s = ServerBuilder::new(Backend::Sqlite)
+/// A SQLite server that mails through `sink`.
+fn with_smtp(sink: &SmtpSink) -> ServerBuilder {
+    ServerBuilder::new(Backend::Sqlite)
         .env("PORTCULLIS_SMTP__HOST", "127.0.0.1")
         .env("PORTCULLIS_SMTP__PORT", &sink.port.to_string())
         .env("PORTCULLIS_SMTP__TLS", "none")
         .env("PORTCULLIS_SMTP__FROM", "Portcullis <no-reply@example.com>")
+}
+
+#[test]
+fn forgot_password_mails_a_link_and_tells_nobody_whether_the_account_exists() {
+    let sink = SmtpSink::start();
+    let s = with_smtp(&sink)
         .env("PORTCULLIS_LOGIN__IP_MAX_FAILURES", "6")
         .start();
     user(
@@ -305,12 +310,7 @@ fn forgot_password_mails_a_link_and_tells_nobody_whether_the_account_exists() {
 #[test]
 fn a_refused_mail_does_not_hold_the_next_one_back() {
     let sink = SmtpSink::start();
-    let s = ServerBuilder::new(Backend::Sqlite)
-        .env("PORTCULLIS_SMTP__HOST", "127.0.0.1")
-        .env("PORTCULLIS_SMTP__PORT", &sink.port.to_string())
-        .env("PORTCULLIS_SMTP__TLS", "none")
-        .env("PORTCULLIS_SMTP__FROM", "Portcullis <no-reply@example.com>")
-        .start();
+    let s = with_smtp(&sink).start();
     user(&s, "carl", &["--email", "carl@example.com"]);
     sink.refuse_next(1);
     let mut b = Browser::new(&s);
