@@ -47,8 +47,14 @@ impl Mailer {
     }
 
     /// Send the reset link to `to` (blocking).
-    pub fn send_reset(&self, to: &str, name: &str, link: &str) -> Result<(), String> {
-        let to: Mailbox = to.parse().map_err(|_| "bad recipient".to_owned())?;
+    pub fn send_reset(&self, to: &str, name: &str, link: &str) -> Result<(), SendError> {
+        let refused = |why: String| SendError {
+            why,
+            not_delivered: true,
+        };
+        let to: Mailbox = to
+            .parse()
+            .map_err(|_| refused("bad recipient".to_owned()))?;
         let body = format!(
             "Hello {name},\n\nSomeone asked to reset the password of your account. If it was you, \
              open this link within 30 minutes to choose a new password:\n\n{link}\n\n\
@@ -60,10 +66,30 @@ impl Mailer {
             .subject("Reset your password")
             .header(ContentType::TEXT_PLAIN)
             .body(body)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(e.to_string()))?;
         self.transport
             .send(&message)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| SendError {
+                // The relay answered with a refusal (4xx, 5xx); a lost connection or a timeout may
+                // come after the relay took the message.
+                not_delivered: e.is_permanent() || e.is_transient(),
+                why: e.to_string(),
+            })
+    }
+}
+
+/// A mail not sent, or not known to be.
+#[derive(Debug)]
+pub struct SendError {
+    /// What went wrong.
+    pub why: String,
+    /// Certainly not delivered (refused, or never handed over).
+    pub not_delivered: bool,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
     }
 }

@@ -448,7 +448,16 @@ pub async fn enrol_confirm(
             tracing::error!(user_id = %user.id, %error, "TOTP enrolled, but other sessions not ended");
             "failed".to_owned()
         }
-        Ok(None) => return already_on(),
+        // Not confirmed by this request: confirmed by another (a double submit), or the seed
+        // was replaced meanwhile (another session opened the page).
+        Ok(None) => {
+            let (st, uid) = (state.clone(), user.id.clone());
+            return match stored(web::block(move || st.store.find_totp(&uid)).await) {
+                Ok(Some(r)) if r.confirmed => already_on(),
+                Ok(_) => start_again(),
+                Err(resp) => resp,
+            };
+        }
         Err(resp) => return resp,
     };
     tracing::info!(user_id = %user.id, "TOTP enrolled");

@@ -285,10 +285,13 @@ fn mail_link(
             Ok(()) => st.record(event.user(&user.id).detail("link mailed")),
             Err(error) => {
                 tracing::warn!(%error, "reset mail not sent");
+                // Refused by the relay, so never delivered: it must not hold the next request
+                // back as "mailed moments ago". (After a timeout it may have been delivered; it
+                // stays.)
+                if error.not_delivered {
+                    crate::oauth::reset::forget_link(&*st.store, &link)?;
+                }
                 st.record(event.user(&user.id).detail("mail failed"));
-                // Never delivered: it must not hold the next request back as "mailed moments
-                // ago".
-                crate::oauth::reset::forget_link(&*st.store, &link)?;
             }
         }
     }

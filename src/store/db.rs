@@ -775,9 +775,17 @@ impl SessionStore for DbStore {
                 if !hold_password_in(c, &s.user_id, verified)? {
                     return Ok(false);
                 }
-                // Under the same hold: a second factor turned on since the password was checked
-                // (its confirmation holds the user's row too) admits no session without a code.
-                if !s.amr.iter().any(|m| m == "otp") && totp_confirmed_in(c, &s.user_id)? {
+            }
+            if !s.amr.iter().any(|m| m == "otp") {
+                // Under a hold on the user's row (the password's, or this one): a second factor
+                // turned on since the sign-in was checked (its confirmation holds the row too)
+                // admits no session without a code, whatever the first factor.
+                if password.is_none() {
+                    diesel::update(users::table.find(&s.user_id))
+                        .set(users::id.eq(users::id))
+                        .execute(c)?;
+                }
+                if totp_confirmed_in(c, &s.user_id)? {
                     return Ok(false);
                 }
             }
@@ -1434,10 +1442,6 @@ impl RefreshStore for DbStore {
     }
 }
 
-/// Whether `user_id`'s password is still `verified` (the hash a sign-in just checked); if so,
-/// a no-op UPDATE holds the user's row (PostgreSQL) or the write lock (SQLite) until the
-/// caller's transaction commits. A password reset's UPDATE then either waits for what the
-/// caller writes, and its DELETEs see it, or commits first, and this finds the hash changed.
 /// Whether `user_id` has a confirmed second factor.
 fn totp_confirmed_in(c: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
     Ok(user_totp::table
@@ -1448,6 +1452,10 @@ fn totp_confirmed_in(c: &mut AnyConnection, user_id: &str) -> QueryResult<bool> 
         == Some(true))
 }
 
+/// Whether `user_id`'s password is still `verified` (the hash a sign-in just checked); if so,
+/// a no-op UPDATE holds the user's row (PostgreSQL) or the write lock (SQLite) until the
+/// caller's transaction commits. A password reset's UPDATE then either waits for what the
+/// caller writes, and its DELETEs see it, or commits first, and this finds the hash changed.
 pub(super) fn hold_password_in(
     c: &mut AnyConnection,
     user_id: &str,
@@ -1816,7 +1824,10 @@ mod tests {
             expires_at: 50_000,
         };
         assert!(!store.create_session("p", &s, 20, Some("pw"), None).unwrap());
-        s.amr.push("otp".into());
+        // A linked identity's sign-in (no password) neither.
+        s.amr = vec!["fed".into()];
+        assert!(!store.create_session("p", &s, 20, None, None).unwrap());
+        s.amr = vec!["pwd".into(), "otp".into()];
         assert!(store.create_session("p", &s, 20, Some("pw"), None).unwrap());
     }
 
