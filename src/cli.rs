@@ -913,9 +913,12 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
                     user.username
                 )));
             }
-            let (link, expires_at) =
-                crate::oauth::reset::create_link(&store, config.base_url(), &user.id, now, None)?
-                    .ok_or_else(|| fail("the link was not recorded".to_owned()))?;
+            let crate::oauth::reset::NewLink {
+                url: link,
+                expires_at,
+                ..
+            } = crate::oauth::reset::create_link(&store, config.base_url(), &user.id, now, None)?
+                .ok_or_else(|| fail("the link was not recorded".to_owned()))?;
             audit(
                 &store,
                 "password.reset_link_created",

@@ -592,6 +592,25 @@ pub(super) fn form_expired() -> HttpResponse {
 
 /// The client's IP: the peer address, or behind a trusted proxy the last `X-Forwarded-For`
 /// entry (the one our proxy appended; earlier ones are the client's to forge).
+/// Count a request against the per-address budget `key` (`login.ip_max_failures` per
+/// `login.ip_window_secs`); whether it is within the budget.
+pub(super) async fn reserve_budget(
+    state: &web::Data<AppState>,
+    key: String,
+    now: crate::clock::UnixTime,
+) -> Result<bool, HttpResponse> {
+    let st = state.clone();
+    stored(
+        web::block(move || {
+            let login = &st.config.login;
+            let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
+            st.store
+                .reserve_ip(&key, now, i64::from(login.ip_window_secs), max)
+        })
+        .await,
+    )
+}
+
 pub(super) fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> String {
     let forwarded = trust_forwarded_for
         .then(|| {

@@ -16,8 +16,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::authorize::{
-    client_ip, csrf_form, form_expired, load_client, posted, proceed, request_query, see_other,
-    start_session, stored, throttled, with_csrf_cookie, LOGIN_FAILED,
+    client_ip, csrf_form, form_expired, load_client, posted, proceed, request_query,
+    reserve_budget, see_other, start_session, stored, throttled, with_csrf_cookie, LOGIN_FAILED,
 };
 use super::pages::{error_page, error_page_back, page, render, Csrf};
 use super::AppState;
@@ -121,19 +121,7 @@ pub async fn start(
     // window that bring back no identity (one the provider vouches for is given back), so that
     // a loop of starts cannot fill the database.
     let ip = client_ip(&req, state.config.login.trust_forwarded_for);
-    let (st, now) = (state.clone(), state.clock.now());
-    let reserve = web::block(move || {
-        let login = &st.config.login;
-        let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
-        st.store.reserve_ip(
-            &upstream_budget(&ip),
-            now,
-            i64::from(login.ip_window_secs),
-            max,
-        )
-    })
-    .await;
-    match stored(reserve) {
+    match reserve_budget(&state, upstream_budget(&ip), state.clock.now()).await {
         Ok(true) => {}
         Ok(false) => return too_many_starts(),
         Err(resp) => return resp,

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::authorize::{client_ip, csrf_form, stored, throttled, with_csrf_cookie};
+use super::authorize::{client_ip, csrf_form, reserve_budget, stored, throttled, with_csrf_cookie};
 use super::pages::{error_page, notice_page, page, render, Csrf};
 use super::AppState;
 use crate::crypto::{opaque, password};
@@ -203,21 +203,7 @@ pub async fn forgot_submit(
     // Every request counts against the address's budget for these requests (its own, not the
     // sign-in failures', so asking for links cannot lock an address out of signing in): no mail
     // bombing from one place. Per account, see MAIL_COOLDOWN_SECS.
-    let reserve = {
-        let st = st.clone();
-        web::block(move || {
-            let login = &st.config.login;
-            let max = i32::try_from(login.ip_max_failures).unwrap_or(i32::MAX);
-            st.store.reserve_ip(
-                &format!("forgot:{ip}"),
-                now,
-                i64::from(login.ip_window_secs),
-                max,
-            )
-        })
-        .await
-    };
-    let allowed = stored(reserve);
+    let allowed = reserve_budget(&state, format!("forgot:{ip}"), now).await;
     if let Ok(true) = allowed {
         // The answer does not wait for the lookup, the link or the mail: whether the account
         // exists changes neither the page nor its timing.
@@ -269,8 +255,7 @@ fn mail_link(
     // The link mailed moments ago still works: no second one (no flooding an inbox from many
     // addresses, nor from parallel requests).
     let quiet_since = Some(now - MAIL_COOLDOWN_SECS);
-    let Some((link, _)) =
-        create_link(&*st.store, st.config.base_url(), &user.id, now, quiet_since)?
+    let Some(link) = create_link(&*st.store, st.config.base_url(), &user.id, now, quiet_since)?
     else {
         st.record(
             event
@@ -281,7 +266,7 @@ fn mail_link(
     };
     let name = user.name.clone().unwrap_or_else(|| user.username.clone());
     if let Some(mailer) = &st.mailer {
-        match mailer.send_reset(&email, &name, &link) {
+        match mailer.send_reset(&email, &name, &link.url) {
             Ok(()) => st.record(event.user(&user.id).detail("link mailed")),
             Err(error) => {
                 tracing::warn!(%error, "reset mail not sent");
@@ -289,7 +274,7 @@ fn mail_link(
                 // back as "mailed moments ago". (After a timeout it may have been delivered; it
                 // stays.)
                 if error.not_delivered {
-                    crate::oauth::reset::forget_link(&*st.store, &link)?;
+                    st.store.delete_reset(&link.token_hash)?;
                 }
                 st.record(event.user(&user.id).detail("mail failed"));
             }

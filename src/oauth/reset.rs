@@ -16,34 +16,36 @@ pub fn usable(r: &ResetRecord, now: UnixTime) -> bool {
     r.used_at.is_none() && now < r.expires_at
 }
 
-/// A new link for `user_id`: returns the URL (holding the only copy of the token) and its
-/// expiry; `None` when `quiet_since` is given and a link was made since then.
+/// A link just recorded.
+#[derive(Debug, Clone)]
+pub struct NewLink {
+    /// The URL, holding the only copy of the token.
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: UnixTime,
+    /// What it is stored under (to delete it if it was never delivered).
+    pub token_hash: String,
+}
+
+/// A new link for `user_id`; `None` when `quiet_since` is given and a link was made since then.
 pub fn create_link(
     store: &(impl ResetStore + ?Sized),
     base_url: &str,
     user_id: &str,
     now: UnixTime,
     quiet_since: Option<UnixTime>,
-) -> StoreResult<Option<(String, UnixTime)>> {
+) -> StoreResult<Option<NewLink>> {
     let token = opaque::random_token();
     let expires_at = now + RESET_TTL_SECS;
-    let hash = opaque::hash_secret(&token);
-    if !store.create_reset(&hash, user_id, now, expires_at, quiet_since)? {
+    let token_hash = opaque::hash_secret(&token);
+    if !store.create_reset(&token_hash, user_id, now, expires_at, quiet_since)? {
         return Ok(None);
     }
-    Ok(Some((
-        format!("{base_url}{RESET_PATH}?token={token}"),
+    Ok(Some(NewLink {
+        url: format!("{base_url}{RESET_PATH}?token={token}"),
         expires_at,
-    )))
-}
-
-/// Forget a link that was never delivered (its mail failed), so that it does not count as
-/// "mailed moments ago" and the next request mails one.
-pub fn forget_link(store: &(impl ResetStore + ?Sized), link: &str) -> StoreResult<()> {
-    match link.split_once("?token=") {
-        Some((_, token)) => store.delete_reset(&opaque::hash_secret(token)),
-        None => Ok(()),
-    }
+        token_hash,
+    }))
 }
 
 #[cfg(test)]

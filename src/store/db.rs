@@ -781,9 +781,7 @@ impl SessionStore for DbStore {
                 // turned on since the sign-in was checked (its confirmation holds the row too)
                 // admits no session without a code, whatever the first factor.
                 if password.is_none() {
-                    diesel::update(users::table.find(&s.user_id))
-                        .set(users::id.eq(users::id))
-                        .execute(c)?;
+                    hold_user_in(c, &s.user_id)?;
                 }
                 if totp_confirmed_in(c, &s.user_id)? {
                     return Ok(false);
@@ -1450,6 +1448,15 @@ fn totp_confirmed_in(c: &mut AnyConnection, user_id: &str) -> QueryResult<bool> 
         .first::<bool>(c)
         .optional()?
         == Some(true))
+}
+
+/// Hold `user_id`'s row for the rest of the transaction (a no-op UPDATE: the row lock on
+/// PostgreSQL, the write lock on SQLite); whether the user exists.
+pub(super) fn hold_user_in(c: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
+    let held = diesel::update(users::table.find(user_id))
+        .set(users::id.eq(users::id))
+        .execute(c)?;
+    Ok(held == 1)
 }
 
 /// Whether `user_id`'s password is still `verified` (the hash a sign-in just checked); if so,

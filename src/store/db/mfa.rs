@@ -2,9 +2,9 @@
 
 use diesel::prelude::*;
 
-use super::super::schema::{pending_mfa, recovery_codes, user_totp, users};
+use super::super::schema::{pending_mfa, recovery_codes, user_totp};
 use super::prepared::{fixed_sql, Bind, Prepared};
-use super::{db_err, DbStore};
+use super::{db_err, hold_user_in, DbStore};
 
 fixed_sql!(
     /// A new unconfirmed seed, unless a row (a confirmed one) is there.
@@ -103,9 +103,7 @@ impl MfaStore for DbStore {
             // The user's row first (the lock order of every transaction): a sign-in creating a
             // session without a code holds it too, so it either sees the factor on, or its
             // session exists before the caller ends the person's other sessions.
-            diesel::update(users::table.find(user_id))
-                .set(users::id.eq(users::id))
-                .execute(c)?;
+            hold_user_in(c, user_id)?;
             let n = diesel::update(
                 user_totp::table
                     .find(user_id)
@@ -137,9 +135,7 @@ impl MfaStore for DbStore {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
             // The user's row first, as in `confirm_totp`.
-            diesel::update(users::table.find(user_id))
-                .set(users::id.eq(users::id))
-                .execute(c)?;
+            hold_user_in(c, user_id)?;
             diesel::delete(user_totp::table.find(user_id)).execute(c)?;
             diesel::insert_into(user_totp::table)
                 .values((

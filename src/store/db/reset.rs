@@ -6,7 +6,7 @@ use super::super::schema::{
     authorization_codes, password_resets, pending_mfa, refresh_tokens, sessions, users,
 };
 use super::prepared::{fixed_sql, Bind, Prepared};
-use super::{db_err, revoke_family_in, AnyConnection, DbStore};
+use super::{db_err, hold_user_in, revoke_family_in, AnyConnection, DbStore};
 use crate::clock::UnixTime;
 use crate::store::{ResetRecord, ResetStore, StoreResult};
 
@@ -24,16 +24,14 @@ impl ResetStore for DbStore {
             if let Some(since) = quiet_since {
                 // A no-op UPDATE holds the user's row (PostgreSQL) or the write lock (SQLite):
                 // the check and the insert are one step for parallel requests.
-                let held = diesel::update(users::table.find(user_id))
-                    .set(users::id.eq(users::id))
-                    .execute(c)?;
+                let held = hold_user_in(c, user_id)?;
                 let recent = diesel::select(diesel::dsl::exists(
                     password_resets::table
                         .filter(password_resets::user_id.eq(user_id))
                         .filter(password_resets::created_at.ge(since)),
                 ))
                 .get_result::<bool>(c)?;
-                if held == 0 || recent {
+                if !held || recent {
                     return Ok(false);
                 }
             }
