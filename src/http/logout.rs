@@ -166,10 +166,13 @@ pub async fn end_session_endpoint(
     let carried: Vec<(&str, &str)> = CARRIED
         .iter()
         .filter_map(|k| {
-            // The client id may have come from the hint: carry the resolved one.
+            // Carry what the request resolved to: the client id may have come from the hint,
+            // and a redirect nothing vouches for was dropped.
             let v = match *k {
                 "client_id" => request.client_id.as_deref(),
-                other => params.get(other),
+                "post_logout_redirect_uri" => request.post_logout_redirect_uri.as_deref(),
+                "state" => request.state.as_deref(),
+                _ => None,
             };
             v.map(|v| (*k, v))
         })

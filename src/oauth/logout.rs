@@ -31,20 +31,32 @@ pub struct LogoutRequest {
 pub type LogoutError = &'static str;
 
 impl LogoutRequest {
-    /// Read the request. A hint must be an ID token we issued (expired is fine, Logout 1.0
-    /// section 2) and, with `client_id`, issued to that client.
+    /// Read the request. A hint counts only if it is an ID token we issued (expired is fine,
+    /// Logout 1.0 section 2) and, with `client_id`, issued to that client.
+    ///
+    /// A hint that does not verify (signed by a key since retired, tampered with, garbage) is
+    /// treated as no hint: the person is asked (DESIGN.md: "without a valid `id_token_hint` it
+    /// asks the person to confirm first"), so an application holding an old ID token can still
+    /// send its user here to sign out. Without `client_id` nothing then says which application
+    /// sent the request, so its `post_logout_redirect_uri` and `state` are dropped too and the
+    /// browser ends on our own page.
     pub fn parse(
         params: &Params,
         keys: &KeySet,
         issuer: &str,
         now: UnixTime,
     ) -> Result<Self, LogoutError> {
-        let hint = match params.get("id_token_hint") {
-            None => None,
-            Some(h) => Some(
-                jwt::verify_ignoring_expiry::<IdTokenClaims>(keys, h, "JWT", issuer, now)
-                    .map_err(|_| "The sign-out request carries an ID token that is not valid.")?,
-            ),
+        let (hint, unverified) = match params.get("id_token_hint") {
+            None => (None, false),
+            Some(h) => {
+                match jwt::verify_ignoring_expiry::<IdTokenClaims>(keys, h, "JWT", issuer, now) {
+                    Ok(claims) => (Some(claims), false),
+                    Err(_) => {
+                        tracing::info!("logout: id_token_hint does not verify; asking instead");
+                        (None, true)
+                    }
+                }
+            }
         };
         let client_id = match (params.get("client_id"), &hint) {
             (Some(id), Some(h)) if id != h.aud => {
@@ -60,12 +72,16 @@ impl LogoutRequest {
         {
             return Err("The sign-out request's state is too long.");
         }
+        let follow = !(unverified && client_id.is_none());
         Ok(Self {
             client_id,
             hint_auth_time: hint.as_ref().map(|h| h.auth_time),
             hint_sub: hint.map(|h| h.sub),
-            post_logout_redirect_uri: params.get("post_logout_redirect_uri").map(str::to_owned),
-            state: params.get("state").map(str::to_owned),
+            post_logout_redirect_uri: params
+                .get("post_logout_redirect_uri")
+                .filter(|_| follow)
+                .map(str::to_owned),
+            state: params.get("state").filter(|_| follow).map(str::to_owned),
         })
     }
 
@@ -133,11 +149,31 @@ mod tests {
     }
 
     #[test]
-    fn a_garbage_hint_is_refused_and_client_ids_must_agree() {
+    fn a_hint_that_does_not_verify_counts_as_none_and_client_ids_must_agree() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeySet::load_or_init(dir.path(), 600, 1_000).unwrap();
-        let p = Params::from_pairs([("id_token_hint", "not.a.jwt")]);
-        assert!(LogoutRequest::parse(&p, &keys, "https://id.example", 1_000).is_err());
+        // A hint that does not verify counts as none; without a client id its redirect goes.
+        let p = Params::from_pairs([
+            ("id_token_hint", "not.a.jwt"),
+            ("post_logout_redirect_uri", "https://app.example/bye"),
+            ("state", "s"),
+        ]);
+        let r = LogoutRequest::parse(&p, &keys, "https://id.example", 1_000).unwrap();
+        assert_eq!((r.client_id, r.hint_sub), (None, None));
+        assert_eq!((r.post_logout_redirect_uri, r.state), (None, None));
+        // With one, the redirect is checked against that client as without a hint.
+        let p = Params::from_pairs([
+            ("id_token_hint", "not.a.jwt"),
+            ("client_id", "app"),
+            ("post_logout_redirect_uri", "https://app.example/bye"),
+        ]);
+        let r = LogoutRequest::parse(&p, &keys, "https://id.example", 1_000).unwrap();
+        assert_eq!(r.client_id.as_deref(), Some("app"));
+        assert_eq!(
+            r.post_logout_redirect_uri.as_deref(),
+            Some("https://app.example/bye")
+        );
+        assert!(!r.names("anyone", 1));
         let p = Params::from_pairs([("client_id", "app"), ("state", "x")]);
         let r = LogoutRequest::parse(&p, &keys, "https://id.example", 1_000).unwrap();
         assert_eq!(r.client_id.as_deref(), Some("app"));
