@@ -440,10 +440,12 @@ impl Maintenance for DbStore {
 }
 
 fixed_sql!(
-    /// Codes past their retention whose refresh-token family, if any, has nothing live left.
+    /// Codes past their retention whose access token has expired (`tokens.access_token_ttl_secs`
+    /// may exceed the retention) and whose refresh-token family, if any, has nothing live left.
     PurgeableCodes,
     "SELECT c.code_hash FROM authorization_codes c \
-     WHERE c.expires_at < $1 AND NOT EXISTS ( \
+     WHERE c.expires_at < $1 AND (c.access_exp IS NULL OR c.access_exp < $2) \
+     AND NOT EXISTS ( \
        SELECT 1 FROM refresh_tokens r \
        WHERE r.family_id = c.refresh_family AND NOT r.revoked AND r.expires_at >= $2) \
      LIMIT $3"
@@ -458,8 +460,8 @@ struct CodeKey {
 
 /// How long a used or expired code row is kept, to recognise a replay (one day).
 const CODE_RETENTION_SECS: i64 = 86_400;
-/// Per-IP failure windows older than this are gone (longer than any sensible window).
-const IP_WINDOW_RETENTION_SECS: i64 = 86_400;
+/// Per-IP failure windows older than this are gone (the longest window config allows).
+const IP_WINDOW_RETENTION_SECS: i64 = crate::config::MAX_IP_WINDOW_SECS as i64;
 
 type UserRow = (
     String,
@@ -1923,6 +1925,74 @@ mod tests {
         });
     }
 
+    /// The lookups people's requests make by session and by user (a logout's codes, a password
+    /// change's codes and refresh tokens) that must not scan a whole table.
+    const REQUEST_LOOKUPS: [(&str, &str); 3] = [
+        ("authorization_codes", "session_hash"),
+        ("authorization_codes", "user_id"),
+        ("refresh_tokens", "user_id"),
+    ];
+
+    #[derive(diesel::QueryableByName)]
+    struct SqlitePlanLine {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+
+    #[test]
+    fn request_lookups_use_an_index_on_sqlite() {
+        on_sqlite(|store| {
+            let mut conn = store.conn().unwrap();
+            for (table, column) in REQUEST_LOOKUPS {
+                let plan: Vec<String> = diesel::sql_query(format!(
+                    "EXPLAIN QUERY PLAN SELECT * FROM {table} WHERE {column} = 'x'"
+                ))
+                .load::<SqlitePlanLine>(&mut *conn)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.detail)
+                .collect();
+                assert!(
+                    plan.iter().any(|l| l.contains("USING INDEX"))
+                        && !plan.iter().any(|l| l.starts_with("SCAN")),
+                    "{table}.{column}: {plan:?}"
+                );
+            }
+        });
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct PgPlanLine {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    #[test]
+    fn request_lookups_use_an_index_on_postgres() {
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            let mut c = diesel::PgConnection::establish(url).unwrap();
+            // The planner would scan a small table anyway; forbidding scans shows whether it
+            // has anything else.
+            c.batch_execute("SET enable_seqscan = off").unwrap();
+            for (table, column) in REQUEST_LOOKUPS {
+                let plan: Vec<String> = diesel::sql_query(format!(
+                    "EXPLAIN SELECT * FROM {table} WHERE {column} = 'x'"
+                ))
+                .load::<PgPlanLine>(&mut c)
+                .unwrap()
+                .into_iter()
+                .map(|l| l.line)
+                .collect();
+                assert!(
+                    !plan.iter().any(|l| l.contains("Seq Scan")),
+                    "{table}.{column}: {plan:?}"
+                );
+            }
+        });
+    }
+
     /// The purge keeps what a replay or a family's end still needs: a used code while its
     /// refresh family lives, a refresh row while the access token issued with it lives.
     fn purge_keeps_what_replays_and_revocation_need(store: &DbStore) {
@@ -1938,11 +2008,25 @@ mod tests {
         assert!(store.save_code(&code("alone")).unwrap());
         assert!(store.consume_code("alone", 60, "aj", 600, None).unwrap());
         let day_later = 70 + CODE_RETENTION_SECS + 1;
+        // An access token that lives longer than the retention (a TTL over a day).
+        assert!(store.save_code(&code("long-lived")).unwrap());
+        let long_exp = day_later + 5_000;
+        assert!(store
+            .consume_code("long-lived", 60, "lj", long_exp, None)
+            .unwrap());
         store.purge_expired(day_later, 100).unwrap();
         assert!(
             store.find_code("alone").unwrap().is_none(),
             "nothing left to revoke"
         );
+        assert!(
+            store.find_code("long-lived").unwrap().is_some(),
+            "its access token lives: a logout must still deny-list it"
+        );
+        store.end_session("s", day_later).unwrap();
+        assert!(store.is_jti_revoked("lj").unwrap());
+        store.purge_expired(long_exp + 1, 100).unwrap();
+        assert!(store.find_code("long-lived").unwrap().is_none());
         assert!(
             store.find_code("with-family").unwrap().is_some(),
             "its family is live: a replay must still find it"

@@ -62,6 +62,12 @@ impl MfaStore for DbStore {
     fn begin_totp(&self, user_id: &str, secret_sealed: &str, now: UnixTime) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
+            // Write first: on SQLite a transaction that reads first cannot wait for another
+            // process's writer (the CLI's `user totp`) when it comes to write; it fails at once.
+            // On PostgreSQL this holds the user's row, first as everywhere else.
+            if !hold_user_in(c, user_id)? {
+                return Ok(false);
+            }
             let confirmed = user_totp::table
                 .find(user_id)
                 .select(user_totp::confirmed)

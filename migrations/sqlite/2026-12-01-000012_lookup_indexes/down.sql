@@ -1,0 +1,3 @@
+DROP INDEX refresh_tokens_user_id;
+DROP INDEX authorization_codes_user_id;
+DROP INDEX authorization_codes_session_hash;
