@@ -14,10 +14,21 @@ use crate::store::{ClientStore, StoreResult};
 /// Whether a request may act for `client` from where it comes: no `Origin` (not a browser), or
 /// one of the client's own origins. The middleware admits the origins of all clients; this
 /// narrows the token, introspection and revocation endpoints to the authenticated client's.
-pub fn origin_allowed(req: &actix_web::HttpRequest, client: &crate::oauth::client::Client) -> bool {
+///
+/// The origin must also be in `all`, the set the middleware answered from: the client was read
+/// just now, the set up to 5 s ago, and a request the browser will not let its page read (no
+/// CORS headers) must change nothing, or the page's retry would find its code spent or its
+/// refresh token rotated, and be taken for a replay.
+pub fn origin_allowed(
+    req: &actix_web::HttpRequest,
+    client: &crate::oauth::client::Client,
+    all: &CorsOrigins,
+) -> bool {
     match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
         None => true,
-        Some(Ok(origin)) => client.cors_origins().any(|o| o == origin),
+        Some(Ok(origin)) => {
+            client.cors_origins().any(|o| o == origin) && all.allows(origin.as_bytes())
+        }
         Some(Err(_)) => false,
     }
 }
@@ -32,8 +43,9 @@ fn foreign_origin() -> crate::oauth::error::OAuthError {
 pub fn check_origin(
     req: &actix_web::HttpRequest,
     client: &crate::oauth::client::Client,
+    all: &CorsOrigins,
 ) -> Result<(), crate::oauth::error::OAuthError> {
-    if origin_allowed(req, client) {
+    if origin_allowed(req, client, all) {
         Ok(())
     } else {
         Err(foreign_origin())
@@ -77,5 +89,50 @@ impl CorsOrigins {
             .expose_headers([header::WWW_AUTHENTICATE])
             .max_age(600)
             .block_on_origin_mismatch(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::client::{AuthMethod, Client};
+
+    #[test]
+    fn an_origin_the_middleware_did_not_admit_acts_for_no_client() {
+        let mut client = Client::sample("app", AuthMethod::None, None);
+        client.allowed_origins = vec!["https://app.example".into()];
+        let from = |origin: Option<&str>| {
+            let mut r = actix_web::test::TestRequest::default();
+            if let Some(o) = origin {
+                r = r.insert_header((header::ORIGIN, o));
+            }
+            r.to_http_request()
+        };
+        let all = CorsOrigins::default();
+        // Not a browser: no origin to check.
+        assert!(origin_allowed(&from(None), &client, &all));
+        // Registered a moment ago, not yet in the set the middleware answers from: the browser
+        // gets no CORS headers, so the request must not act.
+        assert!(!origin_allowed(
+            &from(Some("https://app.example")),
+            &client,
+            &all
+        ));
+        all.0.write().unwrap().insert("https://app.example".into());
+        assert!(origin_allowed(
+            &from(Some("https://app.example")),
+            &client,
+            &all
+        ));
+        // Another client's origin, admitted by the middleware, is still not this client's.
+        all.0
+            .write()
+            .unwrap()
+            .insert("https://other.example".into());
+        assert!(!origin_allowed(
+            &from(Some("https://other.example")),
+            &client,
+            &all
+        ));
     }
 }

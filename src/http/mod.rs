@@ -370,6 +370,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for addr in server.addrs() {
         tracing::info!(%addr, issuer = %state.config.issuer, "listening");
     }
+    if state.config.is_plain_http_off_machine() {
+        tracing::warn!(
+            issuer = %state.config.issuer,
+            "the issuer is plain http on another host: cookies go without Secure, no HSTS; use https outside a test network"
+        );
+    }
     // Listening for signals before the server runs: one arriving in between is not missed.
     let signals = Signals::listen()?;
     let server = server.run();
@@ -437,46 +443,45 @@ async fn stop_on_signals(
 /// a slow database cannot delay it: the JWKS cache lifetime counts on it); the other reloads
 /// CORS origins and purges expired rows, bounded work per tick.
 fn spawn_housekeeping(state: Arc<AppState>) {
-    let keys = state.clone();
+    // Each on a thread of its own, so that a slow database (a long purge) delays neither a new
+    // key's publication nor a new client's origins past their stated 5 s.
+    let st = state.clone();
+    every("keys", KEY_REFRESH, move || {
+        if let Err(error) = st.keys.refresh(st.clock.now()) {
+            tracing::warn!(%error, "could not reload keys; keeping the loaded ones");
+        }
+    });
+    let st = state.clone();
+    every("cors", KEY_REFRESH, move || {
+        if let Err(error) = st.cors_origins.refresh(&*st.store) {
+            tracing::warn!(%error, "could not reload CORS origins; keeping the loaded ones");
+        }
+    });
+    every("purge", PURGE_EVERY, move || {
+        let now = state.clock.now();
+        // Batches until one comes back short, at most PURGE_ROUNDS per tick.
+        for _ in 0..PURGE_ROUNDS {
+            match state.store.purge_expired(now, PURGE_BATCH) {
+                Ok(n) if n < PURGE_BATCH as usize => break,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "purge failed");
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// Run `task` every `period` on a thread named `name`, for the life of the process.
+fn every(name: &str, period: Duration, mut task: impl FnMut() + Send + 'static) {
     let spawned = std::thread::Builder::new()
-        .name("keys".into())
+        .name(name.into())
         .spawn(move || loop {
-            std::thread::sleep(KEY_REFRESH);
-            if let Err(error) = keys.keys.refresh(keys.clock.now()) {
-                tracing::warn!(%error, "could not reload keys; keeping the loaded ones");
-            }
+            std::thread::sleep(period);
+            task();
         });
     if let Err(error) = spawned {
-        tracing::error!(%error, "could not start the key reload thread");
-    }
-    let spawned = std::thread::Builder::new()
-        .name("housekeeping".into())
-        .spawn(move || {
-            let mut since_purge = PURGE_EVERY;
-            loop {
-                std::thread::sleep(KEY_REFRESH);
-                let now = state.clock.now();
-                if let Err(error) = state.cors_origins.refresh(&*state.store) {
-                    tracing::warn!(%error, "could not reload CORS origins; keeping the loaded ones");
-                }
-                since_purge += KEY_REFRESH;
-                if since_purge >= PURGE_EVERY {
-                    since_purge = Duration::ZERO;
-                    // Batches until one comes back short, at most PURGE_ROUNDS per tick.
-                    for _ in 0..PURGE_ROUNDS {
-                        match state.store.purge_expired(now, PURGE_BATCH) {
-                            Ok(n) if n < PURGE_BATCH as usize => break,
-                            Ok(_) => {}
-                            Err(error) => {
-                                tracing::warn!(%error, "purge failed");
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "could not start the housekeeping thread");
+        tracing::error!(%error, thread = name, "could not start a background thread");
     }
 }

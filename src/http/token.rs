@@ -51,7 +51,7 @@ async fn issue(
     let creds = Credentials::extract(form::authorization(req)?, &params)?;
     *client_id = Some(creds.client_id().to_owned());
     let client = authenticate_client(state, &creds).await?;
-    super::cors::check_origin(req, &client)?;
+    super::cors::check_origin(req, &client, &state.cors_origins)?;
     let request = TokenRequest::from_params(&params)?;
     let (response, issued) = match &request {
         // No database: stays on the async worker.

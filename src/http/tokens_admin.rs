@@ -31,7 +31,7 @@ where
     let params = form::read(&req, payload).await?;
     let creds = Credentials::extract(form::authorization(&req)?, &params)?;
     let client: Arc<Client> = authenticate_client(&state, &creds).await?;
-    super::cors::check_origin(&req, &client)?;
+    super::cors::check_origin(&req, &client, &state.cors_origins)?;
     let token = params.require("token")?.to_owned();
     let hint = params.get("token_type_hint").map(str::to_owned);
     let result = web::block(move || {
