@@ -862,6 +862,14 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             }
         }
         UserCommand::SetPassword { username, .. } => {
+            // A federated account signs in upstream; a password would open a second way in
+            // under a name the login page refuses anyway.
+            if lookup_username(&username).is_ok() && normalize_username(&username).is_err() {
+                return Err(usage(format!(
+                    "{} signs in through an upstream provider and has no password to set",
+                    username.trim()
+                )));
+            }
             let username = normalize_username(&username).map_err(usage)?;
             let hash = read_password(&username)?;
             let (store, _) = open_store(config)?;

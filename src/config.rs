@@ -200,6 +200,9 @@ pub struct UpstreamConfig {
 }
 
 /// Whether `u` names this machine (`localhost`, 127.0.0.0/8, `::1`).
+/// The longest `login.ip_window_secs`: the purge forgets per-address windows after a day.
+pub const MAX_IP_WINDOW_SECS: u32 = 86_400;
+
 fn is_loopback(u: &url::Url) -> bool {
     match u.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -355,6 +358,7 @@ impl Config {
             ("login.max_failed_attempts", self.login.max_failed_attempts),
             ("login.ip_max_failures", self.login.ip_max_failures),
             ("login.ip_window_secs", self.login.ip_window_secs),
+            ("login.lockout_secs", self.login.lockout_secs),
             (
                 "login.upstream_state_ttl_secs",
                 self.login.upstream_state_ttl_secs,
@@ -362,6 +366,27 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(ConfigError(format!("{key}: must be greater than 0")));
+            }
+        }
+        // The purge forgets per-address windows a day old: a longer window would be cut short.
+        if self.login.ip_window_secs > MAX_IP_WINDOW_SECS {
+            return Err(ConfigError(format!(
+                "login.ip_window_secs: must be at most {MAX_IP_WINDOW_SECS} (a day)"
+            )));
+        }
+        let mut credentials = Vec::new();
+        if let Some(g) = &self.upstream.google {
+            credentials.push(("upstream.google", &g.client_id, &g.client_secret));
+        }
+        if let Some(g) = &self.upstream.github {
+            credentials.push(("upstream.github", &g.client_id, &g.client_secret));
+        }
+        for (section, id, secret) in credentials {
+            // A button whose every sign-in fails upstream is worse than no button.
+            if id.trim().is_empty() || secret.trim().is_empty() {
+                return Err(ConfigError(format!(
+                    "{section}: client_id and client_secret must not be empty"
+                )));
             }
         }
         let mut urls = Vec::new();
@@ -457,6 +482,13 @@ impl Config {
     /// Whether cookies must be `Secure`.
     pub fn is_https(&self) -> bool {
         self.issuer.starts_with("https://")
+    }
+
+    /// Whether the issuer is plain http on a host other than this machine: allowed (a test
+    /// network, a proxy's inside name), but cookies then go without `Secure` and there is no
+    /// HSTS, so `serve` warns.
+    pub fn is_plain_http_off_machine(&self) -> bool {
+        !self.is_https() && url::Url::parse(&self.issuer).is_ok_and(|u| !is_loopback(&u))
     }
 }
 
@@ -617,6 +649,57 @@ mod tests {
         ] {
             assert!(with(bad).validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn upstream_credentials_lockout_and_windows_must_be_usable() {
+        let github = |id: &str, secret: &str| Config {
+            upstream: UpstreamConfig {
+                google: None,
+                github: Some(GithubConfig {
+                    client_id: id.into(),
+                    client_secret: secret.into(),
+                    authorize_url: default_github_authorize(),
+                    token_url: default_github_token(),
+                    api_url: default_github_api(),
+                }),
+            },
+            ..Config::default()
+        };
+        assert!(github("id", "secret").validate().is_ok());
+        for (id, secret) in [("", "secret"), ("id", " "), ("", "")] {
+            let e = github(id, secret).validate().unwrap_err().to_string();
+            assert!(e.contains("upstream.github"), "{e}");
+        }
+        let mut c = Config::default();
+        c.login.lockout_secs = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("lockout_secs"));
+        let mut c = Config::default();
+        c.login.ip_window_secs = MAX_IP_WINDOW_SECS;
+        assert!(c.validate().is_ok());
+        c.login.ip_window_secs = MAX_IP_WINDOW_SECS + 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("ip_window_secs"));
+    }
+
+    #[test]
+    fn plain_http_issuers_off_this_machine_are_told_apart() {
+        let at = |issuer: &str| Config {
+            issuer: issuer.into(),
+            ..Config::default()
+        };
+        assert!(!at("http://127.0.0.1:8080").is_plain_http_off_machine());
+        assert!(!at("http://localhost:8080").is_plain_http_off_machine());
+        assert!(!at("https://id.example.com").is_plain_http_off_machine());
+        assert!(at("http://id.example.com").is_plain_http_off_machine());
+        assert!(at("http://portcullis:8080").is_plain_http_off_machine());
     }
 
     #[test]

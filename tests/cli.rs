@@ -151,6 +151,17 @@ fn client_create_rejects_bad_input_and_changes_nothing(b: Backend) {
     let out = s.cli(&["user", "set-password", "nobody"]);
     assert_one_line_error(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
+    // A federated account has no password to set, and is told so by name.
+    let out = s.cli_stdin(
+        &["user", "set-password", "google:1234", "--password-stdin"],
+        "long enough passphrase",
+    );
+    assert_one_line_error(&out, 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("google:1234 signs in through an upstream"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Failures: exit 1.
     assert_one_line_error(&s.cli(&["client", "rotate-secret", "missing"]), 1);
     assert_one_line_error(&s.cli(&["client", "delete", "missing"]), 1);
