@@ -129,22 +129,28 @@ impl DerefMut for Conn {
 }
 
 /// Delete at most `$batch` rows of `$table` matching `$filter`, by primary key `$key`: select
-/// the keys, then delete them (one portable shape for both databases).
+/// the keys, then delete them, in one transaction. On PostgreSQL the select locks the rows and
+/// skips those a request holds: the purge never waits on a row lock, so it is never one side of
+/// a deadlock with a logout or a revocation updating the same expired rows in another order
+/// (which would cost that request a 503). SQLite has one writer at a time and no row locks.
 macro_rules! purge {
     ($conn:ident, $table:ident, $key:ident, $filter:expr, $batch:expr) => {{
-        let keys: Vec<String> = $table::table
+        let select = $table::table
             .select($table::$key)
             .filter($filter)
-            .limit($batch)
-            .load(&mut *$conn)
-            .map_err(db_err)?;
-        if keys.is_empty() {
-            0
-        } else {
-            diesel::delete($table::table.filter($table::$key.eq_any(&keys)))
-                .execute(&mut *$conn)
-                .map_err(db_err)?
-        }
+            .limit($batch);
+        $conn
+            .transaction(|c| -> QueryResult<usize> {
+                let keys: Vec<String> = match c {
+                    AnyConnection::Postgresql(pg) => select.for_update().skip_locked().load(pg)?,
+                    AnyConnection::Sqlite(lite) => select.load(lite)?,
+                };
+                if keys.is_empty() {
+                    return Ok(0);
+                }
+                diesel::delete($table::table.filter($table::$key.eq_any(&keys))).execute(c)
+            })
+            .map_err(db_err)?
     }};
 }
 
@@ -399,23 +405,32 @@ impl Maintenance for DbStore {
         n += purge!(conn, sessions, id_hash, sessions::expires_at.lt(now), batch);
         // Codes are kept past expiry while what they issued may live, so that a replay can still
         // revoke it: the access token (CODE_RETENTION_SECS) and the refresh-token family.
-        let codes: Vec<String> = Prepared::<PurgeableCodes>::fixed(vec![
-            Bind::BigInt(now - CODE_RETENTION_SECS),
-            Bind::BigInt(now),
-            Bind::BigInt(batch),
-        ])
-        .load::<CodeKey>(&mut *conn)
-        .map_err(db_err)?
-        .into_iter()
-        .map(|k| k.code_hash)
-        .collect();
-        if !codes.is_empty() {
-            n += diesel::delete(
-                authorization_codes::table.filter(authorization_codes::code_hash.eq_any(&codes)),
-            )
-            .execute(&mut *conn)
+        let binds = || {
+            vec![
+                Bind::BigInt(now - CODE_RETENTION_SECS),
+                Bind::BigInt(now),
+                Bind::BigInt(batch),
+            ]
+        };
+        n += conn
+            .transaction(|c| -> QueryResult<usize> {
+                // As in `purge!`: on PostgreSQL rows a request holds are skipped.
+                let keys = if matches!(c, AnyConnection::Postgresql(_)) {
+                    Prepared::<PurgeableCodesSkippingLocked>::fixed(binds()).load::<CodeKey>(c)?
+                } else {
+                    Prepared::<PurgeableCodes>::fixed(binds()).load::<CodeKey>(c)?
+                };
+                let codes: Vec<String> = keys.into_iter().map(|k| k.code_hash).collect();
+                if codes.is_empty() {
+                    return Ok(0);
+                }
+                diesel::delete(
+                    authorization_codes::table
+                        .filter(authorization_codes::code_hash.eq_any(&codes)),
+                )
+                .execute(c)
+            })
             .map_err(db_err)?;
-        }
         // A rotated token stays until its own expiry, so that its reuse is recognised, and while
         // the access token issued with it lives, so that ending its family can deny-list that.
         let refresh_cutoff = refresh_tokens::expires_at.lt(now).and(
@@ -439,16 +454,33 @@ impl Maintenance for DbStore {
     }
 }
 
+/// The codes the purge may delete (see [`PurgeableCodes`]), with a tail for PostgreSQL's row
+/// locks.
+macro_rules! purgeable_codes {
+    ($tail:literal) => {
+        concat!(
+            "SELECT c.code_hash FROM authorization_codes c \
+             WHERE c.expires_at < $1 AND (c.access_exp IS NULL OR c.access_exp < $2) \
+             AND NOT EXISTS ( \
+               SELECT 1 FROM refresh_tokens r \
+               WHERE r.family_id = c.refresh_family AND NOT r.revoked AND r.expires_at >= $2) \
+             LIMIT $3",
+            $tail
+        )
+    };
+}
+
 fixed_sql!(
     /// Codes past their retention whose access token has expired (`tokens.access_token_ttl_secs`
     /// may exceed the retention) and whose refresh-token family, if any, has nothing live left.
     PurgeableCodes,
-    "SELECT c.code_hash FROM authorization_codes c \
-     WHERE c.expires_at < $1 AND (c.access_exp IS NULL OR c.access_exp < $2) \
-     AND NOT EXISTS ( \
-       SELECT 1 FROM refresh_tokens r \
-       WHERE r.family_id = c.refresh_family AND NOT r.revoked AND r.expires_at >= $2) \
-     LIMIT $3"
+    purgeable_codes!("")
+);
+
+fixed_sql!(
+    /// [`PurgeableCodes`] on PostgreSQL: locked, skipping rows a request holds.
+    PurgeableCodesSkippingLocked,
+    purgeable_codes!(" FOR UPDATE OF c SKIP LOCKED")
 );
 
 /// A code's key (raw SQL results).
@@ -1922,6 +1954,50 @@ mod tests {
                 !store.consume_code("k", 21, "j", 600, None).unwrap(),
                 "the code outlived the logout"
             );
+        });
+    }
+
+    /// The purge skips rows a request holds instead of waiting for them (so it is never one
+    /// side of a deadlock); what it skipped goes at its next run.
+    #[test]
+    fn the_purge_skips_rows_a_request_holds_on_postgres() {
+        with_postgres(|url| {
+            let store = DbStore::open_single(DatabaseUrl::Postgres(url.into()));
+            store.migrate().unwrap();
+            store.create_user(&user("u")).unwrap();
+            open_session_s(&store);
+            for hash in ["held", "free"] {
+                let mut r = refresh(hash, "fam", "s", true, &format!("j-{hash}"));
+                r.expires_at = 100;
+                r.access_exp = Some(100);
+                insert_refresh(&mut store.conn().unwrap(), &r).unwrap();
+                assert!(store.save_code(&code(hash)).unwrap());
+            }
+            let later = 70 + CODE_RETENTION_SECS + 1;
+            let mut request = diesel::PgConnection::establish(url).unwrap();
+            request
+                .batch_execute(
+                    "BEGIN; \
+                     SELECT 1 FROM refresh_tokens WHERE token_hash = 'held' FOR UPDATE; \
+                     SELECT 1 FROM authorization_codes WHERE code_hash = 'held' FOR UPDATE",
+                )
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let purger = store.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(purger.purge_expired(later, 100));
+            });
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("the purge waited for rows a request holds")
+                .unwrap();
+            assert!(store.find_refresh("held").unwrap().is_some());
+            assert!(store.find_code("held").unwrap().is_some());
+            assert!(store.find_refresh("free").unwrap().is_none());
+            assert!(store.find_code("free").unwrap().is_none());
+            request.batch_execute("COMMIT").unwrap();
+            store.purge_expired(later, 100).unwrap();
+            assert!(store.find_refresh("held").unwrap().is_none());
+            assert!(store.find_code("held").unwrap().is_none());
         });
     }
 
