@@ -866,7 +866,7 @@ fn user_cmd(config: &Config, cmd: UserCommand) -> Result<(), Failure> {
             // under a name the login page refuses anyway.
             if lookup_username(&username).is_ok() && normalize_username(&username).is_err() {
                 return Err(usage(format!(
-                    "{} signs in through an upstream provider and has no password to set",
+                    "{} names an account that signs in through Google or GitHub: it has no password to set",
                     username.trim()
                 )));
             }

@@ -199,10 +199,10 @@ pub struct UpstreamConfig {
     pub github: Option<GithubConfig>,
 }
 
-/// Whether `u` names this machine (`localhost`, 127.0.0.0/8, `::1`).
 /// The longest `login.ip_window_secs`: the purge forgets per-address windows after a day.
 pub const MAX_IP_WINDOW_SECS: u32 = 86_400;
 
+/// Whether `u` names this machine (`localhost`, 127.0.0.0/8, `::1`).
 fn is_loopback(u: &url::Url) -> bool {
     match u.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),

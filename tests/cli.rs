@@ -158,7 +158,8 @@ fn client_create_rejects_bad_input_and_changes_nothing(b: Backend) {
     );
     assert_one_line_error(&out, 2);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("google:1234 signs in through an upstream"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("google:1234 names an account that signs in through Google or GitHub"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -19,6 +19,10 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// When this request arrived, before any resource's middleware (CORS) looked at it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
+
 /// The middleware function (used with `actix_web::middleware::from_fn`).
 pub async fn observe(
     req: ServiceRequest,
@@ -42,7 +46,11 @@ pub async fn observe(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let id = format!("{:016x}", rand::thread_rng().next_u64());
     let span = tracing::info_span!("request", id = %id);
-    actix_web::HttpMessage::extensions_mut(&req).insert(RequestId(id.clone()));
+    {
+        let mut ext = actix_web::HttpMessage::extensions_mut(&req);
+        ext.insert(RequestId(id.clone()));
+        ext.insert(Arrival(start));
+    }
     let mut res = next.call(req).instrument(span.clone()).await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);

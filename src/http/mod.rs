@@ -439,25 +439,25 @@ async fn stop_on_signals(
     std::process::exit(1);
 }
 
-/// Background threads: one re-reads the keys folder every [`KEY_REFRESH`] (on its own, so that
-/// a slow database cannot delay it: the JWKS cache lifetime counts on it); the other reloads
-/// CORS origins and purges expired rows, bounded work per tick.
+/// Background threads: the keys folder and the CORS origins are re-read every [`KEY_REFRESH`],
+/// and expired rows purged every [`PURGE_EVERY`] (bounded work per tick).
 fn spawn_housekeeping(state: Arc<AppState>) {
     // Each on a thread of its own, so that a slow database (a long purge) delays neither a new
     // key's publication nor a new client's origins past their stated 5 s.
     let st = state.clone();
-    every("keys", KEY_REFRESH, move || {
+    every("keys", KEY_REFRESH, KEY_REFRESH, move || {
         if let Err(error) = st.keys.refresh(st.clock.now()) {
             tracing::warn!(%error, "could not reload keys; keeping the loaded ones");
         }
     });
     let st = state.clone();
-    every("cors", KEY_REFRESH, move || {
+    every("cors", KEY_REFRESH, KEY_REFRESH, move || {
         if let Err(error) = st.cors_origins.refresh(&*st.store) {
             tracing::warn!(%error, "could not reload CORS origins; keeping the loaded ones");
         }
     });
-    every("purge", PURGE_EVERY, move || {
+    // The first purge soon after start, so that a replica restarted often still purges.
+    every("purge", KEY_REFRESH, PURGE_EVERY, move || {
         let now = state.clock.now();
         // Batches until one comes back short, at most PURGE_ROUNDS per tick.
         for _ in 0..PURGE_ROUNDS {
@@ -473,13 +473,17 @@ fn spawn_housekeeping(state: Arc<AppState>) {
     });
 }
 
-/// Run `task` every `period` on a thread named `name`, for the life of the process.
-fn every(name: &str, period: Duration, mut task: impl FnMut() + Send + 'static) {
+/// Run `task` after `first`, then every `period`, on a thread named `name`, for the life of
+/// the process.
+fn every(name: &str, first: Duration, period: Duration, mut task: impl FnMut() + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || loop {
-            std::thread::sleep(period);
-            task();
+        .spawn(move || {
+            std::thread::sleep(first);
+            loop {
+                task();
+                std::thread::sleep(period);
+            }
         });
     if let Err(error) = spawned {
         tracing::error!(%error, thread = name, "could not start a background thread");

@@ -403,8 +403,9 @@ impl Maintenance for DbStore {
             batch
         );
         n += purge!(conn, sessions, id_hash, sessions::expires_at.lt(now), batch);
-        // Codes are kept past expiry while what they issued may live, so that a replay can still
-        // revoke it: the access token (CODE_RETENTION_SECS) and the refresh-token family.
+        // Codes are kept past expiry while what they issued may live, so that a replay or a
+        // logout can still revoke it: a day (CODE_RETENTION_SECS), and longer while the access
+        // token or the refresh-token family lives.
         let binds = || {
             vec![
                 Bind::BigInt(now - CODE_RETENTION_SECS),

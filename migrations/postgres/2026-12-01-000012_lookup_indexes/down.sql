@@ -1,3 +1,3 @@
-DROP INDEX refresh_tokens_user_id;
-DROP INDEX authorization_codes_user_id;
-DROP INDEX authorization_codes_session_hash;
+DROP INDEX IF EXISTS refresh_tokens_user_id;
+DROP INDEX IF EXISTS authorization_codes_user_id;
+DROP INDEX IF EXISTS authorization_codes_session_hash;
