@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::both_backends;
 use crate::common::upstream::{Fault, Person, Upstream, CLIENT_SECRET};
-use crate::common::{Backend, Resp, Server, ServerBuilder};
+use crate::common::{execute_sql, Backend, Resp, Server, ServerBuilder};
 use crate::refresh::payload;
 use crate::signin::{
     auth_params, csrf_token_for, location_params, login_attempt, query, redeem, user, Browser,
@@ -319,7 +319,10 @@ fn github_sign_in_uses_only_a_primary_verified_email(b: Backend) {
     let (r, _) = through(&mut Browser::new(&s), &params, "github");
     let took = started.elapsed();
     assert_page_with_way_back(&r, 504, "did not answer");
-    assert!(took < Duration::from_secs(13), "{took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "{took:?} (16 s without the shared budget)"
+    );
     assert!(by_username(&users(&s), "github:9002").is_none());
     // GitHub reports a bad code with HTTP 200 and an error body.
     github.set_fault(Fault::ErrorWith200);
@@ -487,12 +490,7 @@ fn email_links_only_after_the_local_password(b: Backend) {
 
 fn state_is_single_use_bound_to_the_browser_and_short_lived(b: Backend) {
     let google = Upstream::google();
-    let s = server_with(
-        b,
-        &[&google],
-        false,
-        &[("PORTCULLIS_LOGIN__UPSTREAM_STATE_TTL_SECS", "2")],
-    );
+    let s = server(b, &[&google], false);
     let (id, _) = app(&s, false);
     let params = auth_params(&id, "openid photos:read", &[]);
     google.set_person(Person::new("4001", None, false));
@@ -547,7 +545,15 @@ fn state_is_single_use_bound_to_the_browser_and_short_lived(b: Backend) {
     let mut slow = Browser::new(&s);
     let to_provider = begin(&mut slow, &params, "google");
     let callback = at_provider(&mut slow, &to_provider);
-    std::thread::sleep(Duration::from_millis(2_100));
+    // Aged in the database rather than waited out: a short TTL would also race the steps
+    // above on a slow machine.
+    assert!(
+        execute_sql(
+            &s,
+            "UPDATE upstream_logins SET expires_at = expires_at - 600"
+        ) >= 1,
+        "the state is stored"
+    );
     let before = google.token_requests();
     let r = slow.get_url(&callback);
     assert_page_with_way_back(&r, 400, "took too long");
@@ -564,7 +570,10 @@ fn state_is_single_use_bound_to_the_browser_and_short_lived(b: Backend) {
         page.body
     );
     let fields = form_fields(&page.body, "/login/link");
-    std::thread::sleep(Duration::from_millis(2_100));
+    assert_eq!(
+        execute_sql(&s, "UPDATE pending_links SET expires_at = expires_at - 600"),
+        1
+    );
     let r = post_fields(
         &mut linker,
         "/login/link",

@@ -94,7 +94,10 @@ fn stop_with(signals: &[&str]) {
             panic!("a second signal did not stop it at once: {}", s.logs());
         };
         assert_eq!(exit.code(), Some(1), "cut short: {exit:?}");
-        assert!(signalled.elapsed() < Duration::from_secs(5));
+        assert!(
+            signalled.elapsed() < Duration::from_secs(8),
+            "not after the grace"
+        );
         // Cut: the connection was there and ended without an answer.
         let cut = in_flight.join().unwrap().expect_err("not waited for");
         assert!(!cut.contains("refused"), "{cut}");

@@ -590,8 +590,15 @@ pub fn execute_sql(s: &Server, sql: &str) -> usize {
         .map(|(_, v)| v.clone())
         .expect("the server's database URL");
     match url.strip_prefix("sqlite://") {
-        Some(p) => diesel::sql_query(sql)
-            .execute(&mut diesel::SqliteConnection::establish(p).expect("open SQLite")),
+        Some(p) => {
+            use diesel::connection::SimpleConnection;
+            let mut c = diesel::SqliteConnection::establish(p).expect("open SQLite");
+            // The server writes too (audit rows 25 ms after each event, the purge): wait for
+            // its write lock instead of failing with "database is locked".
+            c.batch_execute("PRAGMA busy_timeout = 10000")
+                .expect("set a busy timeout");
+            diesel::sql_query(sql).execute(&mut c)
+        }
         None => diesel::sql_query(sql)
             .execute(&mut PgConnection::establish(&url).expect("connect to PostgreSQL")),
     }
