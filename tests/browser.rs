@@ -515,6 +515,12 @@ fn chromium_enrols_totp_and_signs_in_with_a_code() {
     wd.click("details.recovery button[type=submit]");
     let landed = wd.wait_for_url(&redirect);
     assert!(landed.contains("code="), "{landed}");
+
+    // The enrolment page now says the factor is on and offers a new set of recovery codes.
+    wd.goto(&s.url("/account/totp"));
+    wd.wait_text("h1", "Two-step verification is on");
+    wd.element("form[action='/account/totp/recovery-codes'] input[name=code]");
+    wd.screenshot("totp-on.png");
 }
 
 /// A reset link in Chromium: the form (screenshot), a new password, the confirmation.

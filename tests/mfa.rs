@@ -313,6 +313,43 @@ fn enrolment_on_the_page(b: Backend) {
     assert_eq!(r.status, 401, "{}", r.body);
     let r = code_step(&mut later, &page, codes[3]);
     assert_eq!(r.status, 303, "{}", r.body);
+
+    // A new set of recovery codes: offered on the "is on" page, for a code checked as at
+    // sign-in; the old set stops working.
+    let on = browser.get("/account/totp");
+    assert!(on.body.contains("9 recovery codes are left"), "{}", on.body);
+    let csrf = hidden(&on.body, "csrf_token").unwrap();
+    let new_codes =
+        |b: &mut Browser, fields: &[(&str, &str)]| b.post("/account/totp/recovery-codes", fields);
+    let r = new_codes(&mut browser, &[("code", codes[5])]);
+    assert_eq!(r.status, 403, "CSRF first: {}", r.body);
+    let r = new_codes(&mut browser, &[("csrf_token", &csrf), ("code", "000000")]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("not right"), "{}", r.body);
+    // A used recovery code is no code.
+    let r = new_codes(&mut browser, &[("csrf_token", &csrf), ("code", codes[3])]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    // Another browser without a session gets nothing.
+    let r = new_codes(&mut anon, &[("csrf_token", &csrf), ("code", codes[5])]);
+    assert!(r.status == 401 || r.status == 403, "{}", r.body);
+    let r = new_codes(&mut browser, &[("csrf_token", &csrf), ("code", codes[5])]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("no longer work"), "{}", r.body);
+    let fresh: Vec<String> = r
+        .body
+        .split("<li><code>")
+        .skip(1)
+        .filter_map(|p| p.split("</code>").next().map(str::to_owned))
+        .collect();
+    assert_eq!(fresh.len(), 10, "{}", r.body);
+    assert!(fresh.iter().all(|c| !codes.contains(&c.as_str())));
+    let mut next = Browser::new(&s);
+    let page = password_step(&mut next, &params, "carol");
+    assert_totp_page(&page);
+    let r = code_step(&mut next, &page, codes[6]);
+    assert_eq!(r.status, 401, "an old code: {}", r.body);
+    let r = code_step(&mut next, &page, &fresh[0]);
+    assert_eq!(r.status, 303, "{}", r.body);
 }
 
 /// A session begun through a linked Google or GitHub identity cannot set the factor that the

@@ -12,7 +12,7 @@ use super::authorize::{
     carried, client_ip, csrf_form, current_session, form_expired, posted, proceed, start_session,
     stored, throttled, with_csrf_cookie,
 };
-use super::pages::{error_page, error_page_back, notice_page, page, render, Csrf};
+use super::pages::{error_page, error_page_back, page, render, Csrf};
 use super::AppState;
 use crate::crypto::opaque;
 use crate::oauth::client::Client;
@@ -48,6 +48,16 @@ struct EnrolPage<'a> {
 #[template(path = "recovery_codes.html")]
 struct RecoveryPage<'a> {
     codes: &'a [String],
+    /// A new set in place of earlier codes (not a first enrolment).
+    replaced: bool,
+}
+
+#[derive(Template)]
+#[template(path = "totp_on.html")]
+struct OnPage<'a> {
+    csrf_token: String,
+    codes_left: i64,
+    error: Option<&'a str>,
 }
 
 fn totp_page(
@@ -325,11 +335,30 @@ fn enrol_page(
     )
 }
 
-fn already_on() -> HttpResponse {
-    notice_page(
-        "Two-step verification is on",
-        "This account already asks for a code from your authenticator app at every sign-in.",
-    )
+/// "Two-step verification is on", with how many recovery codes are left and the form for a new
+/// set (also what a second click on "Turn on" gets, whose first click showed the codes).
+async fn on_page(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    user_id: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> HttpResponse {
+    let (st, uid) = (state.clone(), user_id.to_owned());
+    let codes_left = match stored(web::block(move || st.store.recovery_codes_left(&uid)).await) {
+        Ok(n) => n,
+        Err(resp) => return resp,
+    };
+    let csrf = Csrf::for_request(req, &state.config);
+    let resp = render(
+        page(status),
+        &OnPage {
+            csrf_token: csrf.token("totp-recovery"),
+            codes_left,
+            error,
+        },
+    );
+    with_csrf_cookie(resp, &csrf, state)
 }
 
 /// `GET /account/totp`: the seed of the enrolment in progress (a new one if there is none),
@@ -344,7 +373,9 @@ pub async fn enrol_start(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
     let context = enrolment_context(&user.id, &session_hash);
     let now = state.clock.now();
     let pending = match stored(web::block(move || st.store.find_totp(&uid)).await) {
-        Ok(Some(r)) if r.confirmed => return already_on(),
+        Ok(Some(r)) if r.confirmed => {
+            return on_page(&state, &req, &user.id, None, StatusCode::OK).await
+        }
         // Only this session's own enrolment, and only while it is recent: another session of
         // the account (someone else holding the password) never sees it, nor it theirs.
         Ok(Some(r)) if r.created_at + ENROLMENT_SECS > now => {
@@ -361,7 +392,7 @@ pub async fn enrol_start(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
             let (st, uid) = (state.clone(), user.id.clone());
             match stored(web::block(move || st.store.begin_totp(&uid, &sealed, now)).await) {
                 Ok(true) => secret,
-                Ok(false) => return already_on(),
+                Ok(false) => return on_page(&state, &req, &user.id, None, StatusCode::OK).await,
                 Err(resp) => return resp,
             }
         }
@@ -396,7 +427,7 @@ pub async fn enrol_confirm(
     };
     let record = match stored(web::block(move || st.store.find_totp(&uid)).await) {
         Ok(Some(r)) if !r.confirmed => r,
-        Ok(Some(_)) => return already_on(),
+        Ok(Some(_)) => return on_page(&state, &req, &user.id, None, StatusCode::OK).await,
         Ok(None) => return start_again(),
         Err(resp) => return resp,
     };
@@ -453,7 +484,9 @@ pub async fn enrol_confirm(
         Ok(None) => {
             let (st, uid) = (state.clone(), user.id.clone());
             return match stored(web::block(move || st.store.find_totp(&uid)).await) {
-                Ok(Some(r)) if r.confirmed => already_on(),
+                Ok(Some(r)) if r.confirmed => {
+                    on_page(&state, &req, &user.id, None, StatusCode::OK).await
+                }
                 Ok(_) => start_again(),
                 Err(resp) => resp,
             };
@@ -467,5 +500,102 @@ pub async fn enrol_confirm(
             .user(&user.id)
             .detail(format!("other_sessions_ended={ended}")),
     );
-    render(page(StatusCode::OK), &RecoveryPage { codes: &codes })
+    render(
+        page(StatusCode::OK),
+        &RecoveryPage {
+            codes: &codes,
+            replaced: false,
+        },
+    )
+}
+
+/// `POST /account/totp/recovery-codes`: a new set of recovery codes in place of the old ones,
+/// for a person whose factor is on, signed in with the password within 10 minutes, who types a
+/// code from the app (or an unused recovery code). The code is checked like a sign-in's second
+/// factor (counted against lockout and the address's budget, each step usable once): a session
+/// cookie alone, perhaps stolen, cannot mint codes that would outlive it.
+pub async fn new_recovery_codes(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (params, _) = match csrf_form(&state, &req, payload, "totp-recovery").await {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    let (_, user) = match signed_in(&state, &req).await {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let off = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Two-step verification is off",
+            "Recovery codes come with two-step verification. Open the set-up page to turn it on.",
+        )
+    };
+    let (st, uid) = (state.clone(), user.id.clone());
+    match stored(web::block(move || st.store.find_totp(&uid)).await) {
+        Ok(Some(r)) if r.confirmed => {}
+        Ok(_) => return off(),
+        Err(resp) => return resp,
+    }
+    let code = params.get("code").unwrap_or("").to_owned();
+    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
+    let now = state.clock.now();
+    let (st, uid) = (state.clone(), user.id.clone());
+    let outcome = web::block(move || {
+        totp::check_second_factor(
+            &*st.store,
+            &st.sealer,
+            &st.config.login,
+            &ip,
+            &uid,
+            &code,
+            now,
+        )
+    })
+    .await;
+    match stored(outcome) {
+        Ok(SecondFactorOutcome::Success(_)) => {}
+        Ok(SecondFactorOutcome::Throttled) => return throttled(),
+        Ok(SecondFactorOutcome::Failed { locked_now }) => {
+            state.record(
+                state
+                    .audit(&req, "mfa.failure")
+                    .user(&user.id)
+                    .detail(format!("new recovery codes; locked_now={locked_now}")),
+            );
+            return on_page(
+                &state,
+                &req,
+                &user.id,
+                Some(CODE_FAILED),
+                StatusCode::UNAUTHORIZED,
+            )
+            .await;
+        }
+        Err(resp) => return resp,
+    }
+    let codes = totp::new_recovery_codes();
+    let hashes = totp::recovery_hashes(&codes);
+    let (st, uid) = (state.clone(), user.id.clone());
+    match stored(web::block(move || st.store.replace_recovery_codes(&uid, &hashes)).await) {
+        Ok(true) => {}
+        Ok(false) => return off(),
+        Err(resp) => return resp,
+    }
+    tracing::info!(user_id = %user.id, "recovery codes replaced");
+    state.record(
+        state
+            .audit(&req, "mfa.recovery_codes_replaced")
+            .user(&user.id),
+    );
+    render(
+        page(StatusCode::OK),
+        &RecoveryPage {
+            codes: &codes,
+            replaced: true,
+        },
+    )
 }

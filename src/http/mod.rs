@@ -253,6 +253,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, origins: &cors::CorsOrigins) {
                     page_method_not_allowed(&[Method::GET, Method::POST])
                 })),
         )
+        .service(post_page(
+            "/account/totp/recovery-codes",
+            mfa::new_recovery_codes,
+        ))
         .service(post_page("/login/{provider}", federation::start))
         .service(
             web::resource("/login/{provider}/callback")

@@ -503,6 +503,13 @@ pub trait MfaStore: Send + Sync {
         recovery_hashes: &[String],
         now: UnixTime,
     ) -> StoreResult<()>;
+    /// Replace the recovery codes of a confirmed enrolment (the old ones stop working); false,
+    /// and nothing changes, if the factor is not on.
+    fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        recovery_hashes: &[String],
+    ) -> StoreResult<bool>;
     /// Accept time step `step` once: true only if it is later than the last one accepted.
     fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool>;
     /// Use a recovery code once.

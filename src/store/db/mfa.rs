@@ -158,6 +158,30 @@ impl MfaStore for DbStore {
         .map_err(db_err)
     }
 
+    fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        recovery_hashes: &[String],
+    ) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        conn.transaction(|c| {
+            // The user's row first, as in `confirm_totp`; an operator's `user totp` replacing
+            // the enrolment meanwhile then waits, and sets codes of its own after these.
+            hold_user_in(c, user_id)?;
+            let on = user_totp::table
+                .find(user_id)
+                .filter(user_totp::confirmed.eq(true))
+                .count()
+                .get_result::<i64>(c)?;
+            if on == 0 {
+                return Ok(false);
+            }
+            insert_codes(c, user_id, recovery_hashes)?;
+            Ok(true)
+        })
+        .map_err(db_err)
+    }
+
     fn use_totp_step(&self, user_id: &str, step: i64) -> StoreResult<bool> {
         // One conditional statement: of two requests with the same code, one wins.
         diesel::update(
