@@ -2,6 +2,7 @@
 //! with an r2d2 pool and migrations embedded in the binary.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -169,6 +170,8 @@ impl r2d2::HandleError<r2d2::Error> for PoolErrors {
 pub struct DbStore {
     pool: r2d2::Pool<Manager>,
     is_sqlite: bool,
+    /// Where the code purge's last scan stopped (expiry, code hash): see `purge_codes`.
+    code_scan: Arc<Mutex<(i64, String)>>,
 }
 
 impl std::fmt::Debug for DbStore {
@@ -219,7 +222,11 @@ impl DbStore {
             .connection_timeout(Duration::from_secs(3))
             .error_handler(Box::new(PoolErrors))
             .build_unchecked(Manager { url });
-        Self { pool, is_sqlite }
+        Self {
+            pool,
+            is_sqlite,
+            code_scan: Arc::new(Mutex::new(CODE_SCAN_START)),
+        }
     }
 
     fn conn(&self) -> StoreResult<Conn> {
@@ -403,35 +410,7 @@ impl Maintenance for DbStore {
             batch
         );
         n += purge!(conn, sessions, id_hash, sessions::expires_at.lt(now), batch);
-        // Codes are kept past expiry while what they issued may live, so that a replay or a
-        // logout can still revoke it: a day (CODE_RETENTION_SECS), and longer while the access
-        // token or the refresh-token family lives.
-        let binds = || {
-            vec![
-                Bind::BigInt(now - CODE_RETENTION_SECS),
-                Bind::BigInt(now),
-                Bind::BigInt(batch),
-            ]
-        };
-        n += conn
-            .transaction(|c| -> QueryResult<usize> {
-                // As in `purge!`: on PostgreSQL rows a request holds are skipped.
-                let keys = if matches!(c, AnyConnection::Postgresql(_)) {
-                    Prepared::<PurgeableCodesSkippingLocked>::fixed(binds()).load::<CodeKey>(c)?
-                } else {
-                    Prepared::<PurgeableCodes>::fixed(binds()).load::<CodeKey>(c)?
-                };
-                let codes: Vec<String> = keys.into_iter().map(|k| k.code_hash).collect();
-                if codes.is_empty() {
-                    return Ok(0);
-                }
-                diesel::delete(
-                    authorization_codes::table
-                        .filter(authorization_codes::code_hash.eq_any(&codes)),
-                )
-                .execute(c)
-            })
-            .map_err(db_err)?;
+        n += self.purge_codes(&mut conn, now, batch)?;
         // A rotated token stays until its own expiry, so that its reuse is recognised, and while
         // the access token issued with it lives, so that ending its family can deny-list that.
         let refresh_cutoff = refresh_tokens::expires_at.lt(now).and(
@@ -455,40 +434,116 @@ impl Maintenance for DbStore {
     }
 }
 
-/// The codes the purge may delete (see [`PurgeableCodes`]), with a tail for PostgreSQL's row
-/// locks.
-macro_rules! purgeable_codes {
+/// The next `$3` codes past their retention in (expiry, hash) order after ($4, $5), and
+/// whether each may go: its access token has expired (`tokens.access_token_ttl_secs` may exceed
+/// the retention) and its refresh-token family, if any, has nothing live left. With a tail for
+/// PostgreSQL's row locks.
+macro_rules! scan_codes {
     ($tail:literal) => {
         concat!(
-            "SELECT c.code_hash FROM authorization_codes c \
-             WHERE c.expires_at < $1 AND (c.access_exp IS NULL OR c.access_exp < $2) \
-             AND NOT EXISTS ( \
+            "SELECT c.code_hash, c.expires_at, \
+             CASE WHEN (c.access_exp IS NULL OR c.access_exp < $2) AND NOT EXISTS ( \
                SELECT 1 FROM refresh_tokens r \
                WHERE r.family_id = c.refresh_family AND NOT r.revoked AND r.expires_at >= $2) \
-             LIMIT $3",
+             THEN 1 ELSE 0 END AS purgeable \
+             FROM authorization_codes c \
+             WHERE c.expires_at < $1 \
+               AND (c.expires_at > $4 OR (c.expires_at = $4 AND c.code_hash > $5)) \
+             ORDER BY c.expires_at, c.code_hash LIMIT $3",
             $tail
         )
     };
 }
 
 fixed_sql!(
-    /// Codes past their retention whose access token has expired (`tokens.access_token_ttl_secs`
-    /// may exceed the retention) and whose refresh-token family, if any, has nothing live left.
-    PurgeableCodes,
-    purgeable_codes!("")
+    /// Codes for the purge to look at (see [`scan_codes`]).
+    ScanCodes,
+    scan_codes!("")
 );
 
 fixed_sql!(
-    /// [`PurgeableCodes`] on PostgreSQL: locked, skipping rows a request holds.
-    PurgeableCodesSkippingLocked,
-    purgeable_codes!(" FOR UPDATE OF c SKIP LOCKED")
+    /// [`ScanCodes`] on PostgreSQL: locked, skipping rows a request holds.
+    ScanCodesSkippingLocked,
+    scan_codes!(" FOR UPDATE OF c SKIP LOCKED")
 );
 
-/// A code's key (raw SQL results).
+/// A scanned code (raw SQL results).
 #[derive(diesel::QueryableByName)]
-struct CodeKey {
+struct ScannedCode {
     #[diesel(sql_type = diesel::sql_types::Text)]
     code_hash: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    expires_at: i64,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    purgeable: i32,
+}
+
+/// Where a code scan starts from the beginning.
+const CODE_SCAN_START: (i64, String) = (i64::MIN, String::new());
+
+impl DbStore {
+    /// Delete codes past their retention that nothing needs any more, looking at `batch` codes
+    /// at most. Codes are kept while what they issued may live, so that a replay or a logout
+    /// can still revoke it: a day (CODE_RETENTION_SECS), and longer while the access token or
+    /// the refresh-token family lives. Those kept rows stay in the expired range for as long
+    /// as their family (30 days offline), so each run goes on from where the last stopped
+    /// instead of walking all of them again; on SQLite the walk would hold the only connection.
+    fn purge_codes(
+        &self,
+        conn: &mut AnyConnection,
+        now: UnixTime,
+        batch: i64,
+    ) -> StoreResult<usize> {
+        let (after_exp, after_hash) = self
+            .code_scan
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or(CODE_SCAN_START);
+        let binds = || {
+            vec![
+                Bind::BigInt(now - CODE_RETENTION_SECS),
+                Bind::BigInt(now),
+                Bind::BigInt(batch),
+                Bind::BigInt(after_exp),
+                Bind::Text(&after_hash),
+            ]
+        };
+        let (deleted, next) = conn
+            .transaction(|c| -> QueryResult<(usize, (i64, String))> {
+                // As in `purge!`: on PostgreSQL rows a request holds are skipped.
+                let scanned = if matches!(c, AnyConnection::Postgresql(_)) {
+                    Prepared::<ScanCodesSkippingLocked>::fixed(binds()).load::<ScannedCode>(c)?
+                } else {
+                    Prepared::<ScanCodes>::fixed(binds()).load::<ScannedCode>(c)?
+                };
+                // A short scan reached the end: the next one starts again from the beginning.
+                let next = match scanned.last() {
+                    Some(last) if scanned.len() as i64 >= batch => {
+                        (last.expires_at, last.code_hash.clone())
+                    }
+                    _ => CODE_SCAN_START,
+                };
+                let codes: Vec<&str> = scanned
+                    .iter()
+                    .filter(|s| s.purgeable == 1)
+                    .map(|s| s.code_hash.as_str())
+                    .collect();
+                if codes.is_empty() {
+                    return Ok((0, next));
+                }
+                let n = diesel::delete(
+                    authorization_codes::table
+                        .filter(authorization_codes::code_hash.eq_any(&codes)),
+                )
+                .execute(c)?;
+                Ok((n, next))
+            })
+            .map_err(db_err)?;
+        if let Ok(mut at) = self.code_scan.lock() {
+            *at = next;
+        }
+        Ok(deleted)
+    }
 }
 
 /// How long a used or expired code row is kept, to recognise a replay (one day).
@@ -1956,6 +2011,54 @@ mod tests {
                 "the code outlived the logout"
             );
         });
+    }
+
+    /// The code purge looks at `batch` codes a run and goes on from there: codes kept for a
+    /// live family do not make every run walk all of them, and those behind them still go.
+    fn the_code_purge_goes_on_where_it_stopped(store: &DbStore) {
+        store.create_user(&user("u")).unwrap();
+        open_session_s(store);
+        // Three codes whose families live, expiring first; then one that nothing needs.
+        for (i, hash) in ["kept-1", "kept-2", "kept-3"].into_iter().enumerate() {
+            let mut c = code(hash);
+            c.expires_at = 60 + i as i64;
+            assert!(store.save_code(&c).unwrap());
+            let mut first = refresh(&format!("rt-{hash}"), hash, "s", true, hash);
+            first.expires_at = 500_000;
+            assert!(store
+                .consume_code(hash, 50, hash, 600, Some(&first))
+                .unwrap());
+        }
+        let mut gone = code("gone");
+        gone.expires_at = 70;
+        assert!(store.save_code(&gone).unwrap());
+        let later = 70 + CODE_RETENTION_SECS + 1;
+        store.purge_expired(later, 2).unwrap();
+        assert!(
+            store.find_code("gone").unwrap().is_some(),
+            "the first run looked at two kept codes only"
+        );
+        store.purge_expired(later, 2).unwrap();
+        assert!(
+            store.find_code("gone").unwrap().is_none(),
+            "the next run went on from there"
+        );
+        // Round again from the start: the kept ones stay.
+        store.purge_expired(later, 2).unwrap();
+        store.purge_expired(later, 2).unwrap();
+        for hash in ["kept-1", "kept-2", "kept-3"] {
+            assert!(store.find_code(hash).unwrap().is_some(), "{hash}");
+        }
+    }
+
+    #[test]
+    fn the_code_purge_goes_on_where_it_stopped_on_sqlite() {
+        on_sqlite(the_code_purge_goes_on_where_it_stopped);
+    }
+
+    #[test]
+    fn the_code_purge_goes_on_where_it_stopped_on_postgres() {
+        on_postgres(the_code_purge_goes_on_where_it_stopped);
     }
 
     /// The purge skips rows a request holds instead of waiting for them (so it is never one
