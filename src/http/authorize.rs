@@ -683,7 +683,14 @@ pub async fn login(
             locked_now,
         }) => {
             tracing::info!(client_id = %client.client_id, "sign-in failed");
-            record_failure(&state, &req, "login.failure", user_id, &client, locked_now);
+            record_failure(
+                &state,
+                &req,
+                "login.failure",
+                user_id,
+                Some(&client),
+                locked_now,
+            );
             let csrf = Csrf::for_request(&req, &state.config);
             let username = params.get("username").unwrap_or("");
             return login_page(
@@ -730,22 +737,27 @@ pub(super) fn record_failure(
     req: &HttpRequest,
     event: &str,
     user_id: Option<String>,
-    client: &Client,
+    client: Option<&Client>,
     locked_now: bool,
 ) {
-    let mut e = state.audit(req, event).client(&client.client_id);
+    let with_client = |mut e: crate::audit::AuditEvent| {
+        if let Some(c) = client {
+            e = e.client(&c.client_id);
+        }
+        e
+    };
+    let mut e = with_client(state.audit(req, event));
     if let Some(u) = &user_id {
         e = e.user(u);
     }
     state.record(e);
     if let (true, Some(u)) = (locked_now, user_id) {
-        state.record(
+        state.record(with_client(
             state
                 .audit(req, "account.locked")
                 .user(u)
-                .client(&client.client_id)
                 .detail("too many failed attempts"),
-        );
+        ));
     }
 }
 

@@ -161,6 +161,7 @@ pub async fn login_totp(
             &ip,
             &uid,
             &code,
+            totp::Accept::AppOrRecovery,
             now,
         )
     })
@@ -182,7 +183,7 @@ pub async fn login_totp(
                 &req,
                 "mfa.failure",
                 Some(pending.user_id.clone()),
-                &client,
+                Some(&client),
                 locked_now,
             );
             return totp_page(
@@ -511,9 +512,10 @@ pub async fn enrol_confirm(
 
 /// `POST /account/totp/recovery-codes`: a new set of recovery codes in place of the old ones,
 /// for a person whose factor is on, signed in with the password within 10 minutes, who types a
-/// code from the app (or an unused recovery code). The code is checked like a sign-in's second
-/// factor (counted against lockout and the address's budget, each step usable once): a session
-/// cookie alone, perhaps stolen, cannot mint codes that would outlive it.
+/// code from the app (a recovery code is not taken: one that leaked must not become ten). The
+/// code is checked like a sign-in's second factor (counted against lockout and the address's
+/// budget, each step usable once): a session cookie alone, perhaps stolen, cannot mint codes
+/// that would outlive it.
 pub async fn new_recovery_codes(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -523,23 +525,25 @@ pub async fn new_recovery_codes(
         Ok(f) => f,
         Err(resp) => return resp,
     };
-    let (_, user) = match signed_in(&state, &req).await {
+    let (session_hash, user) = match signed_in(&state, &req).await {
         Ok(u) => u,
         Err(resp) => return resp,
     };
     let off = || {
         error_page(
             StatusCode::BAD_REQUEST,
-            "Two-step verification is off",
-            "Recovery codes come with two-step verification. Open the set-up page to turn it on.",
+            "Two-step verification has changed",
+            "Open the two-step verification page again.",
         )
     };
     let (st, uid) = (state.clone(), user.id.clone());
-    match stored(web::block(move || st.store.find_totp(&uid)).await) {
-        Ok(Some(r)) if r.confirmed => {}
+    // The enrolment the code is checked against: the new codes are for it alone (not for one
+    // an operator's `user totp` put in its place meanwhile).
+    let checked = match stored(web::block(move || st.store.find_totp(&uid)).await) {
+        Ok(Some(r)) if r.confirmed => r.secret_sealed,
         Ok(_) => return off(),
         Err(resp) => return resp,
-    }
+    };
     let code = params.get("code").unwrap_or("").to_owned();
     let ip = client_ip(&req, state.config.login.trust_forwarded_for);
     let now = state.clock.now();
@@ -552,19 +556,25 @@ pub async fn new_recovery_codes(
             &ip,
             &uid,
             &code,
+            totp::Accept::AppOnly,
             now,
         )
     })
     .await;
     match stored(outcome) {
         Ok(SecondFactorOutcome::Success(_)) => {}
-        Ok(SecondFactorOutcome::Throttled) => return throttled(),
+        Ok(SecondFactorOutcome::Throttled) => {
+            state.record(state.audit(&req, "login.throttled").user(&user.id));
+            return throttled();
+        }
         Ok(SecondFactorOutcome::Failed { locked_now }) => {
-            state.record(
-                state
-                    .audit(&req, "mfa.failure")
-                    .user(&user.id)
-                    .detail(format!("new recovery codes; locked_now={locked_now}")),
+            super::authorize::record_failure(
+                &state,
+                &req,
+                "mfa.failure",
+                Some(user.id.clone()),
+                None,
+                locked_now,
             );
             return on_page(
                 &state,
@@ -580,7 +590,12 @@ pub async fn new_recovery_codes(
     let codes = totp::new_recovery_codes();
     let hashes = totp::recovery_hashes(&codes);
     let (st, uid) = (state.clone(), user.id.clone());
-    match stored(web::block(move || st.store.replace_recovery_codes(&uid, &hashes)).await) {
+    let replaced = web::block(move || {
+        st.store
+            .replace_recovery_codes(&uid, &checked, &session_hash, &hashes)
+    })
+    .await;
+    match stored(replaced) {
         Ok(true) => {}
         Ok(false) => return off(),
         Err(resp) => return resp,

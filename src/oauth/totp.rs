@@ -120,9 +120,19 @@ pub enum SecondFactorOutcome {
     Throttled,
 }
 
-/// Check `code` (a TOTP code, or a recovery code) for `user_id`: counted like a password
-/// attempt (the attempt is reserved before the check), each TOTP step and recovery code
-/// usable once.
+/// Which codes a second-factor check takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// A code from the app, or an unused recovery code (signing in).
+    AppOrRecovery,
+    /// A code from the app only (minting new recovery codes: one leaked recovery code must not
+    /// become ten).
+    AppOnly,
+}
+
+/// Check `code` (a TOTP code, or a recovery code if `accept` says so) for `user_id`: counted
+/// like a password attempt (the attempt is reserved before the check), each TOTP step and
+/// recovery code usable once.
 #[allow(clippy::too_many_arguments)]
 pub fn check_second_factor(
     store: &(impl UserStore + MfaStore + ?Sized),
@@ -131,6 +141,7 @@ pub fn check_second_factor(
     ip: &str,
     user_id: &str,
     code: &str,
+    accept: Accept,
     now: UnixTime,
 ) -> StoreResult<SecondFactorOutcome> {
     let ip_max = i32::try_from(policy.ip_max_failures).unwrap_or(i32::MAX);
@@ -153,10 +164,11 @@ pub fn check_second_factor(
     };
     let ok = match step {
         Some(step) => store.use_totp_step(user_id, step)?,
-        None => match recovery_hash(code) {
+        None if accept == Accept::AppOrRecovery => match recovery_hash(code) {
             Some(h) => store.use_recovery_code(user_id, &h, now)?,
             None => false,
         },
+        None => false,
     };
     let stands = store.finish_login(
         user_id,

@@ -2013,6 +2013,51 @@ mod tests {
         });
     }
 
+    /// New recovery codes are for the enrolment whose code was checked, and only while the
+    /// session that asked lives: an operator's re-enrolment in between (which ends sessions)
+    /// keeps its own codes.
+    fn recovery_codes_are_replaced_only_for_the_checked_enrolment(store: &DbStore) {
+        use crate::store::MfaStore;
+        store.create_user(&user("u")).unwrap();
+        open_session_s(store);
+        store.enrol_totp("u", "seed-1", &["h1".into()], 1).unwrap();
+        assert!(store
+            .replace_recovery_codes("u", "seed-1", "s", &["h2".into()])
+            .unwrap());
+        assert!(
+            !store.use_recovery_code("u", "h1", 5).unwrap(),
+            "old set gone"
+        );
+        store.enrol_totp("u", "seed-2", &["h3".into()], 2).unwrap();
+        assert!(
+            !store
+                .replace_recovery_codes("u", "seed-1", "s", &["h4".into()])
+                .unwrap(),
+            "checked against a seed since replaced"
+        );
+        assert!(
+            store.use_recovery_code("u", "h3", 6).unwrap(),
+            "the operator's codes stand"
+        );
+        store.end_session("s", 7).unwrap();
+        assert!(
+            !store
+                .replace_recovery_codes("u", "seed-2", "s", &["h5".into()])
+                .unwrap(),
+            "the session ended"
+        );
+    }
+
+    #[test]
+    fn recovery_codes_are_replaced_only_for_the_checked_enrolment_on_sqlite() {
+        on_sqlite(recovery_codes_are_replaced_only_for_the_checked_enrolment);
+    }
+
+    #[test]
+    fn recovery_codes_are_replaced_only_for_the_checked_enrolment_on_postgres() {
+        on_postgres(recovery_codes_are_replaced_only_for_the_checked_enrolment);
+    }
+
     /// The code purge looks at `batch` codes a run and goes on from there: codes kept for a
     /// live family do not make every run walk all of them, and those behind them still go.
     fn the_code_purge_goes_on_where_it_stopped(store: &DbStore) {

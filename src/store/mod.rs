@@ -503,11 +503,14 @@ pub trait MfaStore: Send + Sync {
         recovery_hashes: &[String],
         now: UnixTime,
     ) -> StoreResult<()>;
-    /// Replace the recovery codes of a confirmed enrolment (the old ones stop working); false,
-    /// and nothing changes, if the factor is not on.
+    /// Replace the recovery codes of the confirmed enrolment whose seed is sealed as `checked`
+    /// (the old codes stop working), while session `session_hash` lives; false, and nothing
+    /// changes, if the enrolment was replaced or removed, or the session ended, meanwhile.
     fn replace_recovery_codes(
         &self,
         user_id: &str,
+        checked: &str,
+        session_hash: &str,
         recovery_hashes: &[String],
     ) -> StoreResult<bool>;
     /// Accept time step `step` once: true only if it is later than the last one accepted.

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::super::schema::{pending_mfa, recovery_codes, user_totp};
+use super::super::schema::{pending_mfa, recovery_codes, sessions, user_totp};
 use super::prepared::{fixed_sql, Bind, Prepared};
 use super::{db_err, hold_user_in, DbStore};
 
@@ -161,19 +161,28 @@ impl MfaStore for DbStore {
     fn replace_recovery_codes(
         &self,
         user_id: &str,
+        checked: &str,
+        session_hash: &str,
         recovery_hashes: &[String],
     ) -> StoreResult<bool> {
         let mut conn = self.conn()?;
         conn.transaction(|c| {
-            // The user's row first, as in `confirm_totp`; an operator's `user totp` replacing
-            // the enrolment meanwhile then waits, and sets codes of its own after these.
+            // The user's row first, as in `confirm_totp`: an operator's `user totp` replacing
+            // the enrolment (and ending the sessions) either waits and sets codes of its own
+            // after these, or committed before, and this finds its seed or the session gone.
             hold_user_in(c, user_id)?;
-            let on = user_totp::table
+            let same = user_totp::table
                 .find(user_id)
                 .filter(user_totp::confirmed.eq(true))
+                .filter(user_totp::secret_sealed.eq(checked))
                 .count()
                 .get_result::<i64>(c)?;
-            if on == 0 {
+            let session = sessions::table
+                .find(session_hash)
+                .filter(sessions::user_id.eq(user_id))
+                .count()
+                .get_result::<i64>(c)?;
+            if same == 0 || session == 0 {
                 return Ok(false);
             }
             insert_codes(c, user_id, recovery_hashes)?;
