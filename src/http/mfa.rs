@@ -150,23 +150,15 @@ pub async fn login_totp(
         }
         Err(resp) => return resp,
     };
-    let code = params.get("code").unwrap_or("").to_owned();
-    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
-    let (st, uid) = (state.clone(), pending.user_id.clone());
-    let outcome = web::block(move || {
-        totp::check_second_factor(
-            &*st.store,
-            &st.sealer,
-            &st.config.login,
-            &ip,
-            &uid,
-            &code,
-            totp::Accept::AppOrRecovery,
-            now,
-        )
-    })
+    let outcome = second_factor(
+        &state,
+        &req,
+        &pending.user_id,
+        &params,
+        totp::Accept::AppOrRecovery,
+    )
     .await;
-    let user = match stored(outcome) {
+    let user = match outcome {
         Ok(SecondFactorOutcome::Success(u)) => *u,
         Ok(SecondFactorOutcome::Throttled) => {
             state.record(
@@ -230,6 +222,34 @@ pub async fn login_totp(
     .await
 }
 
+/// The form's `code` checked as `user_id`'s second factor ([`totp::check_second_factor`]).
+async fn second_factor(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    user_id: &str,
+    params: &Params,
+    accept: totp::Accept,
+) -> Result<SecondFactorOutcome, HttpResponse> {
+    let code = params.get("code").unwrap_or("").to_owned();
+    let ip = client_ip(req, state.config.login.trust_forwarded_for);
+    let now = state.clock.now();
+    let (st, uid) = (state.clone(), user_id.to_owned());
+    let outcome = web::block(move || {
+        totp::check_second_factor(
+            &*st.store,
+            &st.sealer,
+            &st.config.login,
+            &ip,
+            &uid,
+            &code,
+            accept,
+            now,
+        )
+    })
+    .await;
+    stored(outcome)
+}
+
 fn query_of(params: &Params) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     for (k, v) in carried(params) {
@@ -290,6 +310,18 @@ async fn signed_in(
             "Sign in to an application with this account, then come back to this page.",
         )),
     }
+}
+
+/// A form of the account pages: CSRF for `purpose` first, then [`signed_in`].
+async fn signed_in_form(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    payload: web::Payload,
+    purpose: &str,
+) -> Result<(Params, Csrf, String, User), HttpResponse> {
+    let (params, csrf) = csrf_form(state, req, payload, purpose).await?;
+    let (session_hash, user) = signed_in(state, req).await?;
+    Ok((params, csrf, session_hash, user))
 }
 
 fn qr_svg(uri: &str) -> String {
@@ -409,14 +441,11 @@ pub async fn enrol_confirm(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let (params, csrf) = match csrf_form(&state, &req, payload, "totp-enrol").await {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let (session_hash, user) = match signed_in(&state, &req).await {
-        Ok(u) => u,
-        Err(resp) => return resp,
-    };
+    let (params, csrf, session_hash, user) =
+        match signed_in_form(&state, &req, payload, "totp-enrol").await {
+            Ok(f) => f,
+            Err(resp) => return resp,
+        };
     let (st, uid) = (state.clone(), user.id.clone());
     let now = state.clock.now();
     let start_again = || {
@@ -521,14 +550,11 @@ pub async fn new_recovery_codes(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let (params, _) = match csrf_form(&state, &req, payload, "totp-recovery").await {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
-    let (session_hash, user) = match signed_in(&state, &req).await {
-        Ok(u) => u,
-        Err(resp) => return resp,
-    };
+    let (params, _, session_hash, user) =
+        match signed_in_form(&state, &req, payload, "totp-recovery").await {
+            Ok(f) => f,
+            Err(resp) => return resp,
+        };
     let off = || {
         error_page(
             StatusCode::BAD_REQUEST,
@@ -544,24 +570,7 @@ pub async fn new_recovery_codes(
         Ok(_) => return off(),
         Err(resp) => return resp,
     };
-    let code = params.get("code").unwrap_or("").to_owned();
-    let ip = client_ip(&req, state.config.login.trust_forwarded_for);
-    let now = state.clock.now();
-    let (st, uid) = (state.clone(), user.id.clone());
-    let outcome = web::block(move || {
-        totp::check_second_factor(
-            &*st.store,
-            &st.sealer,
-            &st.config.login,
-            &ip,
-            &uid,
-            &code,
-            totp::Accept::AppOnly,
-            now,
-        )
-    })
-    .await;
-    match stored(outcome) {
+    match second_factor(&state, &req, &user.id, &params, totp::Accept::AppOnly).await {
         Ok(SecondFactorOutcome::Success(_)) => {}
         Ok(SecondFactorOutcome::Throttled) => {
             state.record(state.audit(&req, "login.throttled").user(&user.id));
