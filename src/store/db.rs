@@ -2,7 +2,7 @@
 //! with an r2d2 pool and migrations embedded in the binary.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -447,8 +447,8 @@ macro_rules! scan_codes {
                WHERE r.family_id = c.refresh_family AND NOT r.revoked AND r.expires_at >= $2) \
              THEN 1 ELSE 0 END AS purgeable \
              FROM authorization_codes c \
-             WHERE c.expires_at < $1 \
-               AND (c.expires_at > $4 OR (c.expires_at = $4 AND c.code_hash > $5)) \
+             WHERE c.expires_at < $1 AND c.expires_at >= $4 \
+               AND (c.expires_at > $4 OR c.code_hash > $5) \
              ORDER BY c.expires_at, c.code_hash LIMIT $3",
             $tail
         )
@@ -482,68 +482,91 @@ struct ScannedCode {
 const CODE_SCAN_START: (i64, String) = (i64::MIN, String::new());
 
 impl DbStore {
-    /// Delete codes past their retention that nothing needs any more, looking at `batch` codes
-    /// at most. Codes are kept while what they issued may live, so that a replay or a logout
-    /// can still revoke it: a day (CODE_RETENTION_SECS), and longer while the access token or
-    /// the refresh-token family lives. Those kept rows stay in the expired range for as long
-    /// as their family (30 days offline), so each run goes on from where the last stopped
-    /// instead of walking all of them again; on SQLite the walk would hold the only connection.
+    /// Delete codes past their retention that nothing needs any more: until `batch` are
+    /// deleted, the scan reaches the end, or [`CODE_SCANS_PER_RUN`] scans of `batch` codes were
+    /// made. Codes are kept while what they issued may live, so that a replay or a logout can
+    /// still revoke it: a day (CODE_RETENTION_SECS), and longer while the access token or the
+    /// refresh-token family lives. Those kept rows stay in the expired range for as long as
+    /// their family (30 days offline), so each run goes on from where the last stopped (per
+    /// process) instead of walking all of them again; on SQLite that walk would hold the only
+    /// connection.
     fn purge_codes(
         &self,
         conn: &mut AnyConnection,
         now: UnixTime,
         batch: i64,
     ) -> StoreResult<usize> {
-        let (after_exp, after_hash) = self
-            .code_scan
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or(CODE_SCAN_START);
-        let binds = || {
-            vec![
-                Bind::BigInt(now - CODE_RETENTION_SECS),
-                Bind::BigInt(now),
-                Bind::BigInt(batch),
-                Bind::BigInt(after_exp),
-                Bind::Text(&after_hash),
-            ]
-        };
-        let (deleted, next) = conn
-            .transaction(|c| -> QueryResult<(usize, (i64, String))> {
-                // As in `purge!`: on PostgreSQL rows a request holds are skipped.
-                let scanned = if matches!(c, AnyConnection::Postgresql(_)) {
-                    Prepared::<ScanCodesSkippingLocked>::fixed(binds()).load::<ScannedCode>(c)?
-                } else {
-                    Prepared::<ScanCodes>::fixed(binds()).load::<ScannedCode>(c)?
-                };
-                // A short scan reached the end: the next one starts again from the beginning.
-                let next = match scanned.last() {
-                    Some(last) if scanned.len() as i64 >= batch => {
-                        (last.expires_at, last.code_hash.clone())
-                    }
-                    _ => CODE_SCAN_START,
-                };
-                let codes: Vec<&str> = scanned
-                    .iter()
-                    .filter(|s| s.purgeable == 1)
-                    .map(|s| s.code_hash.as_str())
-                    .collect();
-                if codes.is_empty() {
-                    return Ok((0, next));
-                }
-                let n = diesel::delete(
-                    authorization_codes::table
-                        .filter(authorization_codes::code_hash.eq_any(&codes)),
-                )
-                .execute(c)?;
-                Ok((n, next))
-            })
-            .map_err(db_err)?;
-        if let Ok(mut at) = self.code_scan.lock() {
-            *at = next;
+        let mut deleted = 0;
+        for _ in 0..CODE_SCANS_PER_RUN {
+            let after = self
+                .code_scan
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let (n, next) = scan_codes_once(conn, now, batch, &after)?;
+            deleted += n;
+            let wrapped = next == CODE_SCAN_START;
+            *self
+                .code_scan
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = next;
+            // A full batch deleted: the caller's loop comes back for more.
+            if wrapped || deleted >= usize::try_from(batch).unwrap_or(usize::MAX) {
+                break;
+            }
         }
         Ok(deleted)
     }
+}
+
+/// How many scans of `batch` codes one purge run may make (each its own transaction).
+const CODE_SCANS_PER_RUN: usize = 50;
+
+/// One scan of at most `batch` codes after `after`, deleting those that may go; how many it
+/// deleted, and where the next scan starts (from the beginning after a short scan).
+fn scan_codes_once(
+    conn: &mut AnyConnection,
+    now: UnixTime,
+    batch: i64,
+    after: &(i64, String),
+) -> StoreResult<(usize, (i64, String))> {
+    let binds = || {
+        vec![
+            Bind::BigInt(now - CODE_RETENTION_SECS),
+            Bind::BigInt(now),
+            Bind::BigInt(batch),
+            Bind::BigInt(after.0),
+            Bind::Text(&after.1),
+        ]
+    };
+    conn.transaction(|c| -> QueryResult<(usize, (i64, String))> {
+        // As in `purge!`: on PostgreSQL rows a request holds are skipped.
+        let scanned = if matches!(c, AnyConnection::Postgresql(_)) {
+            Prepared::<ScanCodesSkippingLocked>::fixed(binds()).load::<ScannedCode>(c)?
+        } else {
+            Prepared::<ScanCodes>::fixed(binds()).load::<ScannedCode>(c)?
+        };
+        let next = match scanned.last() {
+            Some(last) if scanned.len() as i64 >= batch => {
+                (last.expires_at, last.code_hash.clone())
+            }
+            _ => CODE_SCAN_START,
+        };
+        let codes: Vec<&str> = scanned
+            .iter()
+            .filter(|s| s.purgeable == 1)
+            .map(|s| s.code_hash.as_str())
+            .collect();
+        if codes.is_empty() {
+            return Ok((0, next));
+        }
+        let n = diesel::delete(
+            authorization_codes::table.filter(authorization_codes::code_hash.eq_any(&codes)),
+        )
+        .execute(c)?;
+        Ok((n, next))
+    })
+    .map_err(db_err)
 }
 
 /// How long a used or expired code row is kept, to recognise a replay (one day).
@@ -2063,10 +2086,15 @@ mod tests {
     fn the_code_purge_goes_on_where_it_stopped(store: &DbStore) {
         store.create_user(&user("u")).unwrap();
         open_session_s(store);
-        // Three codes whose families live, expiring first; then one that nothing needs.
-        for (i, hash) in ["kept-1", "kept-2", "kept-3"].into_iter().enumerate() {
+        // Codes whose families live, expiring first (more than one run scans at batch 2);
+        // then one that nothing needs.
+        let kept: Vec<String> = (0..2 * CODE_SCANS_PER_RUN + 1)
+            .map(|i| format!("kept-{i:03}"))
+            .collect();
+        for hash in &kept {
+            let hash = hash.as_str();
             let mut c = code(hash);
-            c.expires_at = 60 + i as i64;
+            c.expires_at = 60;
             assert!(store.save_code(&c).unwrap());
             let mut first = refresh(&format!("rt-{hash}"), hash, "s", true, hash);
             first.expires_at = 500_000;
@@ -2081,7 +2109,7 @@ mod tests {
         store.purge_expired(later, 2).unwrap();
         assert!(
             store.find_code("gone").unwrap().is_some(),
-            "the first run looked at two kept codes only"
+            "the first run looked at 50 scans of two kept codes only"
         );
         store.purge_expired(later, 2).unwrap();
         assert!(
@@ -2089,9 +2117,10 @@ mod tests {
             "the next run went on from there"
         );
         // Round again from the start: the kept ones stay.
-        store.purge_expired(later, 2).unwrap();
-        store.purge_expired(later, 2).unwrap();
-        for hash in ["kept-1", "kept-2", "kept-3"] {
+        for _ in 0..3 {
+            store.purge_expired(later, 2).unwrap();
+        }
+        for hash in &kept {
             assert!(store.find_code(hash).unwrap().is_some(), "{hash}");
         }
     }
