@@ -11,7 +11,7 @@ use actix_cors::Cors;
 use actix_web::http::{header, Method};
 use actix_web::HttpMessage;
 
-use super::middleware::Arrival;
+use super::middleware::RequestId;
 use crate::store::{ClientStore, StoreResult};
 
 /// Whether a request may act for `client` from where it comes: no `Origin` (not a browser), or
@@ -31,7 +31,7 @@ pub fn origin_allowed(
     match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
         None => true,
         Some(Ok(origin)) => {
-            let arrived = req.extensions().get::<Arrival>().map(|a| a.0);
+            let arrived = req.extensions().get::<RequestId>().map(|r| r.1);
             client.cors_origins().any(|o| o == origin)
                 && arrived.is_some_and(|t| all.admitted_before(origin, t))
         }
@@ -126,7 +126,7 @@ mod tests {
         let arrived = Instant::now();
         let at = |origin: &str| {
             let r = from(Some(origin));
-            r.extensions_mut().insert(Arrival(arrived));
+            r.extensions_mut().insert(RequestId("test".into(), arrived));
             r
         };
         let all = CorsOrigins::default();

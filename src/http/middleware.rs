@@ -15,13 +15,10 @@ use super::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// This request's id, for handlers (the audit log).
+/// This request's id, for handlers (the audit log), and when it arrived, before any
+/// resource's middleware (CORS) looked at it. One extension, one allocation a request.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// When this request arrived, before any resource's middleware (CORS) looked at it.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival(pub Instant);
+pub struct RequestId(pub String, pub Instant);
 
 /// The middleware function (used with `actix_web::middleware::from_fn`).
 pub async fn observe(
@@ -46,11 +43,7 @@ pub async fn observe(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let id = format!("{:016x}", rand::thread_rng().next_u64());
     let span = tracing::info_span!("request", id = %id);
-    {
-        let mut ext = actix_web::HttpMessage::extensions_mut(&req);
-        ext.insert(RequestId(id.clone()));
-        ext.insert(Arrival(start));
-    }
+    actix_web::HttpMessage::extensions_mut(&req).insert(RequestId(id.clone(), start));
     let mut res = next.call(req).instrument(span.clone()).await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID, v);
